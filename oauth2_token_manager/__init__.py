@@ -1,0 +1,110 @@
+"""oauth2_token_manager: hold the OAuth 2.0 tokens an API client needs.
+
+Per-issuer ``AccessTokenManager`` and ``RefreshTokenManager`` (and their async twins) get,
+register, introspect (RFC 7662), revoke (RFC 7009) and delete tokens against an authorization
+server, over a pluggable local store (memory, disk).
+"""
+
+from __future__ import annotations
+
+from ._async._manager import AsyncAccessTokenManager, AsyncIssuer, AsyncRefreshTokenManager
+from ._client_auth import AuthMethod, ClientConfig
+from ._config import ANY, IssuerOptions
+from ._exceptions import (
+    ConfigurationError,
+    HTTPStatusError,
+    InsecureEndpointError,
+    InvalidClient,
+    InvalidGrant,
+    InvalidResponseError,
+    InvalidScope,
+    IssuerMismatchError,
+    MetadataError,
+    MissingEndpointError,
+    OAuth2Error,
+    OAuth2TokenManagerError,
+    ResponseError,
+    RevocationError,
+    StoreError,
+    TokenNotFoundError,
+    TokenRevokedError,
+    TransportError,
+    UnauthorizedClient,
+    UnsupportedAuthMethodError,
+    UnsupportedGrantType,
+)
+from ._metadata import ServerMetadata
+from ._models import AccessToken, GroupKey, RefreshToken, Token, short_hash, token_hash
+from ._protocol import IntrospectionResult, TokenResponse
+from ._stores import (
+    AsyncStoreAdapter,
+    AsyncTokenStore,
+    DiskStore,
+    MemoryStore,
+    Page,
+    TokenQuery,
+    TokenStore,
+)
+from ._sync._manager import AccessTokenManager, Issuer, RefreshTokenManager
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ANY",
+    "AccessToken",
+    "AccessTokenManager",
+    "AsyncAccessTokenManager",
+    "AsyncIssuer",
+    "AsyncRefreshTokenManager",
+    "AsyncStoreAdapter",
+    "AsyncTokenStore",
+    "AuthMethod",
+    "ClientConfig",
+    "ConfigurationError",
+    "DiskStore",
+    "GroupKey",
+    "HTTPStatusError",
+    "InsecureEndpointError",
+    "IntrospectionResult",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidResponseError",
+    "InvalidScope",
+    "Issuer",
+    "IssuerMismatchError",
+    "IssuerOptions",
+    "MemoryStore",
+    "MetadataError",
+    "MissingEndpointError",
+    "OAuth2Error",
+    "OAuth2TokenManagerError",
+    "Page",
+    "RefreshToken",
+    "RefreshTokenManager",
+    "ResponseError",
+    "RevocationError",
+    "ServerMetadata",
+    "StoreError",
+    "Token",
+    "TokenNotFoundError",
+    "TokenQuery",
+    "TokenResponse",
+    "TokenRevokedError",
+    "TokenStore",
+    "TransportError",
+    "UnauthorizedClient",
+    "UnsupportedAuthMethodError",
+    "UnsupportedGrantType",
+    "short_hash",
+    "token_hash",
+]
+
+# Show public names as ``oauth2_token_manager.X`` in reprs and docs (as httpx does).
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("oauth2_token_manager."):
+        try:
+            _obj.__module__ = "oauth2_token_manager"
+        except (AttributeError, TypeError):  # pragma: no cover - builtins-backed types
+            pass
+del _name, _obj

@@ -1,0 +1,72 @@
+"""Options shared by the managers of one issuer, validated once (pure, no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from collections.abc import Callable, Mapping
+
+from ._exceptions import ConfigurationError
+from ._scopes import ScopeMatch
+
+__all__ = ["ANY", "AnyType", "IssuerOptions"]
+
+
+class AnyType(enum.Enum):
+    """The type of ``ANY``."""
+
+    ANY = "ANY"
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = AnyType.ANY
+"""A listing filter value meaning "whatever its value" (``subject=None`` is client credentials)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuerOptions:
+    """How the managers of one issuer behave. Every duration is in seconds.
+
+    - ``leeway``: a token this close to expiry is not handed out (capped at half its lifetime).
+    - ``scope_match``: ``"exact"`` (the default) or ``"superset"`` (the smallest superset).
+    - ``min_introspect_interval``: a stored introspection result younger than this is reused.
+    - ``revoke_on_delete``: ``delete`` revokes at the server first (failures are raised).
+    - ``auto_introspect``: ``register`` fills missing metadata from introspection.
+    - ``default_lifetime``: the lifetime assumed for an access token whose response has no
+      ``expires_in`` when introspection cannot tell.
+    - ``revoked_retention``: how long a revoked hash of unknown expiry stays on the list.
+    - ``discovery``: fetch RFC 8414 / OpenID metadata; ``metadata`` overrides any field.
+    - ``allow_insecure_loopback``: accept ``http://`` for 127.0.0.1/localhost (tests, demos).
+    - ``max_response_bytes``: responses larger than this are rejected without reading on.
+    - ``clock``: epoch seconds; injected by tests.
+    """
+
+    leeway: float = 60.0
+    scope_match: ScopeMatch = "exact"
+    min_introspect_interval: float = 30.0
+    revoke_on_delete: bool = True
+    auto_introspect: bool = True
+    default_lifetime: float = 300.0
+    revoked_retention: float = 30 * 24 * 3600.0
+    discovery: bool = True
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    allow_insecure_loopback: bool = False
+    max_response_bytes: int = 1024 * 1024
+    timeout: float = 30.0
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if self.leeway < 0:
+            raise ConfigurationError("leeway must be >= 0")
+        if self.scope_match not in ("exact", "superset"):
+            raise ConfigurationError("scope_match must be 'exact' or 'superset'")
+        for name in ("min_introspect_interval", "revoked_retention"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name} must be >= 0")
+        if self.default_lifetime <= 0:
+            raise ConfigurationError("default_lifetime must be > 0")
+        if self.max_response_bytes <= 0:
+            raise ConfigurationError("max_response_bytes must be > 0")

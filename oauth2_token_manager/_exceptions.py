@@ -1,0 +1,191 @@
+"""The typed errors of oauth2_token_manager.
+
+Every error the library raises on purpose is an ``OAuth2TokenManagerError``. Messages never
+contain a token value or a client secret: tokens are named by a short SHA-256 prefix.
+
+    OAuth2TokenManagerError
+    ├── ConfigurationError            the client or issuer settings are unusable
+    │   ├── InsecureEndpointError     an endpoint is not HTTPS (and not an allowed loopback)
+    │   └── UnsupportedAuthMethodError
+    ├── MetadataError                 server metadata could not be obtained or is invalid
+    │   ├── IssuerMismatchError       the document's ``issuer`` differs from the configured one
+    │   └── MissingEndpointError      the endpoint an operation needs is not known
+    ├── TransportError                the request did not complete (connect, timeout, ...)
+    ├── ResponseError                 a response was received but cannot be used
+    │   ├── HTTPStatusError           an unexpected status with no OAuth 2.0 error body
+    │   ├── InvalidResponseError      malformed body: not JSON, missing or ill-typed field
+    │   └── OAuth2Error               RFC 6749 §5.2 error: ``error``, ``error_description`` ...
+    │       ├── InvalidGrant          the refresh token (or grant) is dead; it was removed
+    │       ├── InvalidClient         client authentication failed
+    │       ├── InvalidScope
+    │       ├── UnauthorizedClient
+    │       └── UnsupportedGrantType
+    ├── TokenNotFoundError            no usable token and no way to obtain one
+    ├── TokenRevokedError             the token is on the local revocation list
+    ├── RevocationError               ``delete`` removed the token locally, revocation failed
+    └── StoreError                    the local store failed (I/O, corruption, wrong format)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "HTTPStatusError",
+    "InsecureEndpointError",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidResponseError",
+    "InvalidScope",
+    "IssuerMismatchError",
+    "MetadataError",
+    "MissingEndpointError",
+    "OAuth2Error",
+    "OAuth2TokenManagerError",
+    "ResponseError",
+    "RevocationError",
+    "StoreError",
+    "TokenNotFoundError",
+    "TokenRevokedError",
+    "TransportError",
+    "UnauthorizedClient",
+    "UnsupportedAuthMethodError",
+    "UnsupportedGrantType",
+    "oauth2_error_for",
+]
+
+
+class OAuth2TokenManagerError(Exception):
+    """Base of every error raised by this library."""
+
+
+class ConfigurationError(OAuth2TokenManagerError, ValueError):
+    """The client or issuer configuration cannot be used."""
+
+
+class InsecureEndpointError(ConfigurationError):
+    """An endpoint or issuer URL is not HTTPS and not an allowed loopback URL."""
+
+
+class UnsupportedAuthMethodError(ConfigurationError):
+    """The configured client authentication method is unknown or lacks its credentials."""
+
+
+class MetadataError(OAuth2TokenManagerError):
+    """Authorization server metadata could not be obtained or is invalid."""
+
+
+class IssuerMismatchError(MetadataError):
+    """The metadata document names another issuer than the configured one (RFC 8414 §3.3)."""
+
+
+class MissingEndpointError(MetadataError):
+    """The endpoint an operation needs is neither discovered nor configured."""
+
+    def __init__(self, field: str, issuer: str) -> None:
+        super().__init__(f"the authorization server {issuer} has no {field} (metadata field)")
+        self.field = field
+        self.issuer = issuer
+
+
+class TransportError(OAuth2TokenManagerError):
+    """The HTTP request did not complete: connection refused, reset, timeout..."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"request to {endpoint} failed: {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+
+
+class ResponseError(OAuth2TokenManagerError):
+    """A response arrived but cannot be used; carries the endpoint and HTTP status."""
+
+    def __init__(self, message: str, *, endpoint: str = "", status_code: int | None = None):
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status_code = status_code
+
+
+class HTTPStatusError(ResponseError):
+    """An unexpected HTTP status without a usable OAuth 2.0 error body."""
+
+
+class InvalidResponseError(ResponseError):
+    """The body is malformed: not JSON, not an object, or a field is missing or ill-typed."""
+
+
+class OAuth2Error(ResponseError):
+    """An RFC 6749 §5.2 error response, with the server's own words."""
+
+    def __init__(
+        self,
+        error: str,
+        error_description: str | None = None,
+        error_uri: str | None = None,
+        *,
+        endpoint: str = "",
+        status_code: int | None = None,
+    ) -> None:
+        message = error
+        if error_description:
+            message += f": {error_description}"
+        if status_code is not None:
+            message += f" (HTTP {status_code}"
+            message += f" from {endpoint})" if endpoint else ")"
+        super().__init__(message, endpoint=endpoint, status_code=status_code)
+        self.error = error
+        self.error_description = error_description
+        self.error_uri = error_uri
+
+
+class InvalidGrant(OAuth2Error):
+    """``invalid_grant``: the refresh token is expired, revoked or reused; it was removed."""
+
+
+class InvalidClient(OAuth2Error):
+    """``invalid_client``: the server rejected the client authentication."""
+
+
+class InvalidScope(OAuth2Error):
+    """``invalid_scope``: the requested scope is unknown or exceeds the grant."""
+
+
+class UnauthorizedClient(OAuth2Error):
+    """``unauthorized_client``: the client may not use this grant type."""
+
+
+class UnsupportedGrantType(OAuth2Error):
+    """``unsupported_grant_type``."""
+
+
+_OAUTH2_ERRORS: dict[str, type[OAuth2Error]] = {
+    "invalid_grant": InvalidGrant,
+    "invalid_client": InvalidClient,
+    "invalid_scope": InvalidScope,
+    "unauthorized_client": UnauthorizedClient,
+    "unsupported_grant_type": UnsupportedGrantType,
+}
+
+
+def oauth2_error_for(error: str) -> type[OAuth2Error]:
+    """The most specific ``OAuth2Error`` class for an RFC 6749 ``error`` code."""
+    return _OAUTH2_ERRORS.get(error, OAuth2Error)
+
+
+class TokenNotFoundError(OAuth2TokenManagerError, LookupError):
+    """No usable token is stored and none can be obtained (e.g. no refresh token)."""
+
+
+class TokenRevokedError(OAuth2TokenManagerError):
+    """The token was revoked (locally recorded) and is never handed out or stored again."""
+
+
+class RevocationError(OAuth2TokenManagerError):
+    """``delete`` removed a token locally but could not revoke it; ``cause`` says why."""
+
+    def __init__(self, message: str, cause: OAuth2TokenManagerError) -> None:
+        super().__init__(f"{message}: {cause}")
+        self.cause = cause
+
+
+class StoreError(OAuth2TokenManagerError):
+    """The local token store failed or holds data it cannot read."""

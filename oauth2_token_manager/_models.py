@@ -1,0 +1,230 @@
+"""Tokens and their metadata: immutable values whose ``repr`` and ``str`` never show the token.
+
+A token is identified everywhere but in ``.value`` by ``token_hash`` (SHA-256 of the value, hex):
+stores key by it, logs and errors print ``short_hash`` (its first 12 hex digits).
+
+The cache key of a token is its *group* (issuer, client_id, subject or client credentials,
+resource) plus its canonical scope string; every store indexes by it, and the single-flight
+lock of the managers uses the same key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+
+from ._exceptions import StoreError
+from ._scopes import canonical
+
+__all__ = [
+    "AccessToken",
+    "GroupKey",
+    "RefreshToken",
+    "Token",
+    "TokenKind",
+    "short_hash",
+    "token_from_dict",
+    "token_hash",
+]
+
+TokenKind = Literal["access", "refresh"]
+_EMPTY: Mapping[str, Any] = types.MappingProxyType({})
+_T = TypeVar("_T", bound="Token")
+
+
+def token_hash(value: str) -> str:
+    """SHA-256 of a token value, hex: the only identity stores and logs ever see."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def short_hash(value_or_hash: str) -> str:
+    """A 12-digit prefix of the token's hash, for messages and logs."""
+    digest = value_or_hash
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        digest = token_hash(value_or_hash)
+    return digest[:12]
+
+
+class GroupKey(NamedTuple):
+    """Who a token belongs to: a store never scans outside one group to find a token."""
+
+    kind: str
+    issuer: str
+    client_id: str
+    subject: str  # "" for client credentials
+    resource: str  # "" when no resource/audience was requested
+
+
+def _freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not mapping:
+        return _EMPTY
+    return types.MappingProxyType(dict(mapping))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Token:
+    """A token and what is known about it. Compare tokens by ``token_hash``."""
+
+    kind: ClassVar[TokenKind]
+
+    value: str
+    issuer: str
+    client_id: str
+    subject: str | None = None
+    scopes: frozenset[str] | None = None
+    """The granted scopes; ``None`` when unknown (registered without a scope)."""
+    expires_at: float | None = None
+    """Expiry in epoch seconds; ``None`` when unknown."""
+    issued_at: float = 0.0
+    updated_at: float = 0.0
+    token_type: str = "Bearer"
+    resource: str | None = None
+    """The resource indicator or audience it was requested for (part of the cache key)."""
+    audience: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _EMPTY)
+    """Other fields from the token or introspection response (never secrets of the client)."""
+    introspected_at: float | None = None
+    active: bool = True
+    """False once introspection said ``active: false``: never handed out again."""
+    introspection: Mapping[str, Any] | None = None
+    """The last introspection response (RFC 7662), kept for ``min_introspect_interval``."""
+    grant_id: str | None = None
+    """The grant a token belongs to: for a refresh token, the hash of the first refresh token
+    of its grant (kept across rotations); for an access token obtained by refresh, its refresh
+    token's ``grant_id``. Revoking or losing a grant finds its access tokens by it."""
+    token_hash: str = dataclasses.field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, str) or not self.value:
+            raise ValueError("a token value must be a non-empty string")
+        object.__setattr__(self, "token_hash", token_hash(self.value))
+        if not isinstance(self.extra, types.MappingProxyType):
+            object.__setattr__(self, "extra", _freeze(self.extra))
+        if self.introspection is not None and not isinstance(
+            self.introspection, types.MappingProxyType
+        ):
+            object.__setattr__(self, "introspection", _freeze(self.introspection))
+        if self.scopes is not None and not isinstance(self.scopes, frozenset):
+            object.__setattr__(self, "scopes", frozenset(self.scopes))
+
+    @property
+    def short_hash(self) -> str:
+        """First 12 hex digits of ``token_hash``."""
+        return self.token_hash[:12]
+
+    @property
+    def scope_key(self) -> str:
+        """The canonical scope string (``""`` for an empty or unknown scope)."""
+        return canonical(self.scopes) if self.scopes else ""
+
+    @property
+    def group(self) -> GroupKey:
+        """The token's group: kind, issuer, client, subject, resource."""
+        return GroupKey(
+            self.kind, self.issuer, self.client_id, self.subject or "", self.resource or ""
+        )
+
+    def expired(self, now: float) -> bool:
+        """Whether the token is past its expiry (unknown expiry never expires)."""
+        return self.expires_at is not None and self.expires_at <= now
+
+    def replace(self: _T, **changes: Any) -> _T:
+        """A copy with some fields changed (the hash is recomputed)."""
+        changes.pop("token_hash", None)
+        return dataclasses.replace(self, **changes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Token):
+            return NotImplemented
+        return self.kind == other.kind and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.token_hash)
+
+    def __repr__(self) -> str:
+        scopes = canonical(self.scopes) if self.scopes is not None else None
+        return (
+            f"{type(self).__name__}(hash={self.short_hash!r}, issuer={self.issuer!r}, "
+            f"client_id={self.client_id!r}, subject={self.subject!r}, scopes={scopes!r}, "
+            f"expires_at={self.expires_at!r}, resource={self.resource!r}, active={self.active})"
+        )
+
+    __str__ = __repr__
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (includes the value: for stores only, never for logs)."""
+        return {
+            "kind": self.kind,
+            "value": self.value,
+            "issuer": self.issuer,
+            "client_id": self.client_id,
+            "subject": self.subject,
+            "scopes": sorted(self.scopes) if self.scopes is not None else None,
+            "expires_at": self.expires_at,
+            "issued_at": self.issued_at,
+            "updated_at": self.updated_at,
+            "token_type": self.token_type,
+            "resource": self.resource,
+            "audience": list(self.audience),
+            "extra": dict(self.extra),
+            "introspected_at": self.introspected_at,
+            "active": self.active,
+            "introspection": dict(self.introspection) if self.introspection is not None else None,
+            "grant_id": self.grant_id,
+        }
+
+    def to_json(self) -> str:
+        """``to_dict`` as compact JSON."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False, eq=False)
+class AccessToken(Token):
+    """An access token."""
+
+    kind: ClassVar[TokenKind] = "access"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False, eq=False)
+class RefreshToken(Token):
+    """A refresh token."""
+
+    kind: ClassVar[TokenKind] = "refresh"
+
+
+_KINDS: dict[str, type[Token]] = {"access": AccessToken, "refresh": RefreshToken}
+_FIELDS = (
+    "value",
+    "issuer",
+    "client_id",
+    "subject",
+    "expires_at",
+    "issued_at",
+    "updated_at",
+    "token_type",
+    "resource",
+    "introspected_at",
+    "active",
+    "grant_id",
+)
+
+
+def token_from_dict(data: Mapping[str, Any]) -> Token:
+    """Rebuild a token from ``to_dict`` output; ``StoreError`` when it is not one."""
+    try:
+        cls = _KINDS[data["kind"]]
+        scopes = data.get("scopes")
+        kwargs = {name: data[name] for name in _FIELDS if name in data}
+        return cls(
+            **kwargs,
+            scopes=frozenset(scopes) if scopes is not None else None,
+            audience=tuple(data.get("audience") or ()),
+            extra=data.get("extra") or {},
+            introspection=data.get("introspection"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"stored token record is malformed: {type(exc).__name__}") from None

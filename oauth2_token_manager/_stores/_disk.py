@@ -1,0 +1,268 @@
+"""``DiskStore``: tokens in a SQLite file through diskcache, shared by processes, JSON only.
+
+Layout (see ``_kv``): keys are text, ``"x:"``/``"g:"`` + SHA-256 of the JSON of the group (and
+scope key), ``"h:"``/``"r:"`` + the token hash; so no key holds a token value, a subject or a
+client id. Values are JSON text encoded here (tokens by ``Token.to_dict``, read back by
+``token_from_dict``): never pickle. SQLite stores both as TEXT in ``cache.db``. The values of
+exact entries do hold the token values: that is what a token cache is for; the file is 0600 in a
+0700 directory.
+
+Multi-key updates (put, replace, delete, revoke, expunge) run in ``cache.transact()`` (SQLite
+``BEGIN IMMEDIATE``), so several processes and threads can share one directory. Entries carry a
+diskcache ``expire=`` of their deadline minus the store's clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import diskcache
+
+from .._exceptions import StoreError
+from .._models import GroupKey, Token, token_from_dict
+from ._kv import KVStore
+
+__all__ = ["DiskStore", "default_directory"]
+
+_DB_NAME = "cache.db"  # diskcache's file name
+_DB_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
+_GROUP_PREFIX = "g:"  # sorts before "h:", "r:" and "x:": ``_group_keys`` relies on it
+
+
+def default_directory() -> Path:
+    """The per-user cache directory: ``$XDG_CACHE_HOME`` or the platform's, plus our name.
+
+    ``$XDG_CACHE_HOME`` (when set to an absolute path) wins everywhere; otherwise
+    ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS, ``~/.cache`` elsewhere.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        base = Path(xdg)
+    elif sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA", "")
+        base = Path(local) if local else Path.home() / "AppData" / "Local"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path.home() / ".cache"
+    return base / "oauth2_token_manager"
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact_key(group: GroupKey, scope_key: str) -> str:
+    """``x:`` + SHA-256 of the JSON of group + scope key (memoised: it is on the hot path)."""
+    data = json.dumps([*group, scope_key], separators=(",", ":"))
+    return "x:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_key(group: GroupKey) -> str:
+    """``g:`` + SHA-256 of the JSON of the group."""
+    data = json.dumps(list(group), separators=(",", ":"))
+    return _GROUP_PREFIX + hashlib.sha256(data.encode()).hexdigest()
+
+
+class _TextDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's ``Disk`` narrowed to text: str keys and values in SQLite, never pickle.
+
+    Storing is what the default ``Disk`` does for a short str (a raw TEXT column); reading
+    refuses any other row (a pickled key or value, a value file) instead of unpickling it.
+    """
+
+    def put(self, key: Any) -> tuple[str, bool]:
+        if type(key) is not str:
+            raise TypeError("DiskStore keys are str")
+        return key, True
+
+    def get(self, key: Any, raw: bool) -> str:
+        if not raw or type(key) is not str:
+            raise StoreError("the store holds a key that is not text (not written by DiskStore)")
+        return key
+
+    def store(self, value: Any, read: bool, key: Any = None) -> tuple[int, int, None, str]:
+        if read or type(value) is not str:
+            raise TypeError("DiskStore values are str")
+        return 0, diskcache.core.MODE_RAW, None, value
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> str:
+        if mode != diskcache.core.MODE_RAW or filename is not None or type(value) is not str:
+            raise StoreError("the store holds a value that is not text (not written by DiskStore)")
+        return value
+
+
+def _prepare(directory: Path) -> None:
+    """Create the directory 0700 and ``cache.db`` 0600 before SQLite opens it.
+
+    SQLite creates its ``-wal`` and ``-shm`` files with the database file's permissions.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    posix = os.name == "posix"
+    if posix:
+        os.chmod(directory, 0o700)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    os.close(os.open(directory / _DB_NAME, flags, 0o600))
+    if posix:
+        for name in (_DB_NAME, _DB_NAME + "-wal", _DB_NAME + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(directory / name, 0o600)
+
+
+class DiskStore(KVStore):
+    """Tokens in ``directory/cache.db`` (SQLite via diskcache): survives restarts, shared.
+
+    ``retain_expired`` keeps expired tokens that many seconds after ``expires_at``; ``clock``
+    is the wall clock (epoch seconds). ``find`` of an exact key is one diskcache ``get`` and
+    one ``json.loads``. Close it (or use it as a context manager) when done.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        retain_expired: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(retain_expired, clock)
+        self._directory = Path(directory).expanduser()
+        try:
+            _prepare(self._directory)
+            self._cache = diskcache.Cache(
+                str(self._directory),
+                disk=_TextDisk,
+                eviction_policy="none",  # entries go when they expire, never for space
+                disk_min_file_size=2**62,  # everything in SQLite, no value files
+                statistics=False,
+                tag_index=False,
+            )
+        except _DB_ERRORS as exc:
+            raise StoreError(f"cannot open the token store in {self._directory}: {exc}") from exc
+
+    @classmethod
+    def default(
+        cls, retain_expired: float = 0.0, clock: Callable[[], float] = time.time
+    ) -> DiskStore:
+        """A store in the per-user cache directory (see ``default_directory``)."""
+        return cls(default_directory(), retain_expired, clock)
+
+    def __repr__(self) -> str:
+        return f"DiskStore({str(self._directory)!r})"
+
+    @property
+    def directory(self) -> Path:
+        """The store's directory."""
+        return self._directory
+
+    def close(self) -> None:
+        """Close the SQLite connections of this thread (a later call reopens them)."""
+        self._cache.close()
+
+    def __enter__(self) -> DiskStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def expunge_expired(self, now: float) -> int:
+        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.
+
+        ``retain_expired`` does not apply (it only delays the automatic removal). Also lets
+        diskcache purge the rows past their own ``expire`` (ended revocations among them).
+        """
+        removed = super().expunge_expired(now)
+        try:
+            self._cache.expire()
+        except _DB_ERRORS as exc:
+            raise StoreError(f"token store failed: {exc}") from exc
+        return removed
+
+    # -- KVStore primitives ----------------------------------------------------------------
+
+    def _exact_key(self, group: GroupKey, scope_key: str) -> str:
+        return _exact_key(group, scope_key)
+
+    def _group_key(self, group: GroupKey) -> str:
+        return _group_key(group)
+
+    def _hash_key(self, token_hash: str) -> str:
+        return "h:" + token_hash
+
+    def _revoked_key(self, token_hash: str) -> str:
+        return "r:" + token_hash
+
+    def _read(self, key: Any) -> Any:
+        try:
+            text = self._cache.get(key)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"token store failed: {exc}") from exc
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise StoreError("the token store holds an entry that is not valid JSON") from None
+
+    def _write(self, key: Any, value: Any, deadline: float | None) -> None:
+        expire = None
+        if deadline is not None:
+            expire = deadline - self._clock()
+            if expire <= 0:
+                self._remove(key)
+                return
+        text = json.dumps(value, separators=(",", ":"))
+        try:
+            self._cache.set(key, text, expire=expire)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"token store failed: {exc}") from exc
+
+    def _remove(self, key: Any) -> None:
+        try:
+            self._cache.delete(key)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"token store failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            with self._cache.transact():
+                yield
+        except _DB_ERRORS as exc:
+            raise StoreError(f"token store failed: {exc}") from exc
+
+    def _group_keys(self) -> Iterable[Any]:
+        try:
+            for key in self._cache.iterkeys():  # database (text) order: group keys first
+                if not key.startswith(_GROUP_PREFIX):
+                    if key > _GROUP_PREFIX:
+                        return
+                    continue
+                yield key
+        except _DB_ERRORS as exc:
+            raise StoreError(f"token store failed: {exc}") from exc
+
+    def _encode_tokens(self, tokens: tuple[Token, ...]) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in tokens]
+
+    def _decode_tokens(self, raw: Any) -> tuple[Token, ...]:
+        if not isinstance(raw, list):
+            raise StoreError("stored token entry is malformed: not a list")
+        return tuple(token_from_dict(item) for item in raw)
+
+    def _decode_ref(self, raw: Any) -> str:
+        if not isinstance(raw, str) or not raw.startswith("x:"):
+            raise StoreError("stored hash entry is malformed")
+        return raw

@@ -1,0 +1,1 @@
+"""The token managers; scripts/unasync.py tells how the two flavours relate."""

@@ -1,0 +1,93 @@
+"""Unit tests of scope rules (RFC 6749 §3.3) and of the token models (no I/O)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from oauth2_token_manager import AccessToken, ClientConfig, RefreshToken, StoreError
+from oauth2_token_manager._models import short_hash, token_from_dict, token_hash
+from oauth2_token_manager._scopes import canonical, normalize, parse_scope, scope_set
+
+
+def test_canonical_form_is_sorted_and_deduplicated() -> None:
+    """Order and duplicates do not matter: one canonical string per scope set."""
+    assert canonical(["b", "a", "b"]) == "a b"
+    assert canonical("b a") == "a b"
+    assert canonical([]) == ""
+
+
+@pytest.mark.parametrize("bad", ["a b\\", 'x"', "caf\u00e9", "", "tab\t"])
+def test_invalid_scope_tokens_are_rejected(bad: str) -> None:
+    """Characters outside %x21 / %x23-5B / %x5D-7E are not scope tokens."""
+    with pytest.raises(ValueError, match="invalid scope token"):
+        scope_set([bad])
+
+
+def test_parse_scope_tolerates_extra_spaces_and_lists() -> None:
+    """Servers' "a  b" strings and JSON arrays both parse; other types are TypeError."""
+    assert parse_scope("a  b ") == frozenset({"a", "b"})
+    assert parse_scope(["a", "b"]) == frozenset({"a", "b"})
+    with pytest.raises(TypeError):
+        parse_scope(3)
+
+
+def test_normalize_returns_set_and_key_and_validates() -> None:
+    """normalize gives (set, canonical key) and still rejects invalid tokens."""
+    assert normalize(["b", "a"]) == (frozenset({"a", "b"}), "a b")
+    assert normalize("x y") == (frozenset({"x", "y"}), "x y")
+    with pytest.raises(ValueError):
+        normalize(['"'])
+
+
+def test_token_repr_and_str_hide_the_value() -> None:
+    """repr/str show a short hash, never the token value."""
+    token = AccessToken("super-secret-value", "https://as", "c", scopes={"a"})
+    assert "super-secret-value" not in repr(token)
+    assert "super-secret-value" not in str(token)
+    assert token.short_hash in repr(token)
+    assert token.token_hash == token_hash("super-secret-value")
+    assert short_hash("super-secret-value") == token.short_hash
+
+
+def test_token_is_immutable_and_round_trips_through_dict() -> None:
+    """Tokens are frozen; to_dict/token_from_dict restore an equal token of the same kind."""
+    token = RefreshToken(
+        "v",
+        "https://as",
+        "c",
+        subject="alice",
+        scopes={"a"},
+        expires_at=5.0,
+        extra={"k": [1]},
+        introspection={"active": True},
+    )
+    with pytest.raises(AttributeError):
+        token.value = "x"  # type: ignore[misc]
+    copy = token_from_dict(token.to_dict())
+    assert isinstance(copy, RefreshToken)
+    assert copy == token
+    assert copy.group == token.group
+
+
+def test_malformed_record_is_a_store_error() -> None:
+    """A record that is not a token raises StoreError without echoing its content."""
+    with pytest.raises(StoreError):
+        token_from_dict({"kind": "access", "value": "secret"})
+    with pytest.raises(StoreError):
+        token_from_dict({"kind": "bogus"})
+
+
+def test_replace_recomputes_the_hash() -> None:
+    """Changing the value (rotation) changes the hash."""
+    token = RefreshToken("old", "https://as", "c")
+    assert token.replace(value="new").token_hash == token_hash("new")
+
+
+def test_client_config_hides_and_refuses_pickling() -> None:
+    """The client secret never shows in repr and credentials are never pickled."""
+    config = ClientConfig("cid", "topsecret")
+    assert "topsecret" not in repr(config)
+    with pytest.raises(TypeError, match="never pickled"):
+        pickle.dumps(config)

@@ -47,8 +47,12 @@ def fill(store: TokenStore, count: int, now: float) -> None:
         )
     store.put(
         AccessToken(
-            "the-token", ISSUER, CLIENT.client_id, scopes=frozenset({"read"}),
-            expires_at=now + 3600, issued_at=now,
+            "the-token",
+            ISSUER,
+            CLIENT.client_id,
+            scopes=frozenset({"read"}),
+            expires_at=now + 3600,
+            issued_at=now,
         )
     )
 

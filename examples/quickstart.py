@@ -52,8 +52,10 @@ def main() -> int:
 
     print(f"disk store: {store.directory}")
     again = access.get(scopes=SCOPES)
-    print(f"second get, same token: {again.token_hash == token.token_hash}, "
-          f"token requests so far: {len(token_requests)}")
+    print(
+        f"second get, same token: {again.token_hash == token.token_hash}, "
+        f"token requests so far: {len(token_requests)}"
+    )
 
     rerun = subprocess.run([sys.executable, __file__, "--only-get"], check=False)
     print(f"a new process got it from disk without a token request: {rerun.returncode == 0}")
@@ -63,14 +65,18 @@ def main() -> int:
 
     access.revoke(token)
     after = access.issuer.introspect_value(token.value, "access_token")
-    print(f"revoked: the server now says active={after.active}; "
-          f"on the local revocation list: {store.is_revoked(token.token_hash)}")
+    print(
+        f"revoked: the server now says active={after.active}; "
+        f"on the local revocation list: {store.is_revoked(token.token_hash)}"
+    )
 
     fresh = access.get(scopes=SCOPES)
     print(f"the next get obtains a new token: {fresh!r} (token requests: {len(token_requests)})")
     removed = access.delete(fresh)
-    print(f"deleted (revoked at the server first): {removed}; "
-          f"stored access tokens left: {access.list().total}")
+    print(
+        f"deleted (revoked at the server first): {removed}; "
+        f"stored access tokens left: {access.list().total}"
+    )
     http.close()
     return 0
 

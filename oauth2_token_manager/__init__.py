@@ -103,8 +103,5 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if isinstance(_obj, type) and _obj.__module__.startswith("oauth2_token_manager."):
-        try:
-            _obj.__module__ = "oauth2_token_manager"
-        except (AttributeError, TypeError):  # pragma: no cover - builtins-backed types
-            pass
+        _obj.__module__ = "oauth2_token_manager"
 del _name, _obj

@@ -103,9 +103,7 @@ def _form_encode(value: str) -> str:
     return quote_plus(value, safe="")
 
 
-def _sign_assertion(
-    config: ClientConfig, *, audience: str, now: float, jti: str | None
-) -> str:
+def _sign_assertion(config: ClientConfig, *, audience: str, now: float, jti: str | None) -> str:
     # Imported here: authlib's JOSE stack costs ~50 ms to import and only JWT clients need it.
     from authlib.oauth2.rfc7523 import client_secret_jwt_sign, private_key_jwt_sign
     from joserfc.jwk import import_key

@@ -36,6 +36,7 @@ server answers 200 also for tokens it does not know); ``503`` and other errors a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -182,10 +183,8 @@ def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
 def error_from_response(raw: RawResponse) -> OAuth2Error | HTTPStatusError:
     """The typed error for a failed response: the server's words when it gave any."""
     data: Any = None
-    try:
+    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
         data = json.loads(raw.content)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        pass
     if isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"]:
         description = data.get("error_description")
         uri = data.get("error_uri")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _authserver import start_auth_server  # noqa: E402
+from _authserver import start_auth_server
 
 
 def main(argv: list[str]) -> int:

@@ -87,7 +87,9 @@ def sync_directory(source_dir: Path, target_dir: Path, *, check: bool) -> list[s
     for source in sorted(source_dir.glob("*.py")):
         target = target_dir / source.name
         expected.add(target.name)
-        header = "" if source.name == "__init__.py" else HEADER.format(source=source.relative_to(ROOT))
+        header = ""
+        if source.name != "__init__.py":
+            header = HEADER.format(source=source.relative_to(ROOT))
         text = unasync(source.read_text(), str(target.relative_to(ROOT)), header)
         if not target.exists() or target.read_text() != text:
             stale.append(str(target.relative_to(ROOT)))

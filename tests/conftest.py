@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _authserver import AuthServer, load_clients, start_auth_server  # noqa: E402
+from _authserver import AuthServer, load_clients, start_auth_server
 
 ISSUED: set[str] = set()
 """Every token value seen in a response of the test authorization server."""

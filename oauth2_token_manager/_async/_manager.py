@@ -56,9 +56,9 @@ from .._protocol import (
 )
 from .._scopes import ScopeMatch, normalize
 from .._stores import AsyncTokenStore, Page, TokenQuery, TokenStore, async_store
-from .._synchronization import AsyncKeyedLocks
 from ._discovery import AsyncMetadataCache
 from ._http import read_bounded
+from ._locks import AsyncKeyedLocks
 
 __all__ = ["AsyncAccessTokenManager", "AsyncIssuer", "AsyncRefreshTokenManager"]
 
@@ -163,11 +163,8 @@ class AsyncIssuer:
         check_revocation_response(raw)
 
     async def has_endpoint(self, field: str) -> bool:
-        """Whether the server advertises ``field`` (metadata failures count as no)."""
-        try:
-            metadata = await self.metadata()
-        except OAuth2TokenManagerError:
-            return False
+        """Whether the server advertises ``field`` (a metadata failure is raised, not hidden)."""
+        metadata = await self.metadata()
         return bool(metadata.get(field))
 
 
@@ -235,8 +232,11 @@ class _AsyncTokenManager:
 
         The caller's values always win over introspection's. A revoked token (or one the
         store cannot vouch for) raises ``TokenRevokedError``; an inactive one ``TokenRevokedError``
-        too, since the server would reject it.
+        too, since the server would reject it. ``resource`` applies to access tokens only: a
+        refresh token serves every resource of its grant (RFC 8707 §2.2).
         """
+        if resource is not None and self.kind == "refresh":
+            raise ValueError("resource applies to access tokens; refresh tokens serve any resource")
         iss = self.issuer
         now = iss.options.clock()
         hash_ = token_hash(value)
@@ -252,8 +252,9 @@ class _AsyncTokenManager:
             expires_at = now + expires_in
         scope_set = normalize(scopes)[0] if scopes is not None else None
         introspection: IntrospectionResult | None = None
-        use_introspection = iss.options.auto_introspect if auto_introspect is None else auto_introspect
-        if use_introspection and await iss.has_endpoint("introspection_endpoint"):
+        if auto_introspect is None:
+            auto_introspect = iss.options.auto_introspect
+        if auto_introspect and await iss.has_endpoint("introspection_endpoint"):
             introspection = await iss.introspect_value(value, _HINTS[self.kind])
             if not introspection.active:
                 raise TokenRevokedError(
@@ -401,7 +402,7 @@ class _AsyncTokenManager:
     async def list(
         self,
         *,
-        subject: str | None | AnyType = ANY,
+        subject: str | AnyType | None = ANY,
         client_id: str | AnyType | None = None,
         status: Literal["valid", "expired", "all"] = "all",
         offset: int = 0,
@@ -508,9 +509,10 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             now = iss.options.clock()
             access = await iss.store.find(group, key)
             refresh: list[Token] = []
-            if subject is not None and select_access(
-                access, want, match, now, iss.options.leeway
-            ) is None:
+            if (
+                subject is not None
+                and select_access(access, want, match, now, iss.options.leeway) is None
+            ):
                 refresh = await iss.store.find(
                     GroupKey("refresh", iss.url, self._client_id, subject, ""), None
                 )
@@ -528,9 +530,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             if isinstance(decision, Fail):
                 raise TokenNotFoundError(decision.reason)
             if isinstance(decision, ClientCredentialsGrant):
-                response = await iss.token_request(
-                    client_credentials_form(want, resource), want
-                )
+                response = await iss.token_request(client_credentials_form(want, resource), want)
                 logger.debug("client-credentials grant for %s", iss.url)
                 return await self._store_response(response, None, resource, now, None)
             assert isinstance(decision, Refresh)

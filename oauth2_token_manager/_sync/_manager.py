@@ -57,9 +57,9 @@ from .._protocol import (
 )
 from .._scopes import ScopeMatch, normalize
 from .._stores import Page, TokenQuery, TokenStore, sync_store
-from .._synchronization import KeyedLocks
 from ._discovery import MetadataCache
 from ._http import read_bounded
+from ._locks import KeyedLocks
 
 __all__ = ["AccessTokenManager", "Issuer", "RefreshTokenManager"]
 
@@ -164,11 +164,8 @@ class Issuer:
         check_revocation_response(raw)
 
     def has_endpoint(self, field: str) -> bool:
-        """Whether the server advertises ``field`` (metadata failures count as no)."""
-        try:
-            metadata = self.metadata()
-        except OAuth2TokenManagerError:
-            return False
+        """Whether the server advertises ``field`` (a metadata failure is raised, not hidden)."""
+        metadata = self.metadata()
         return bool(metadata.get(field))
 
 
@@ -236,8 +233,11 @@ class _TokenManager:
 
         The caller's values always win over introspection's. A revoked token (or one the
         store cannot vouch for) raises ``TokenRevokedError``; an inactive one ``TokenRevokedError``
-        too, since the server would reject it.
+        too, since the server would reject it. ``resource`` applies to access tokens only: a
+        refresh token serves every resource of its grant (RFC 8707 §2.2).
         """
+        if resource is not None and self.kind == "refresh":
+            raise ValueError("resource applies to access tokens; refresh tokens serve any resource")
         iss = self.issuer
         now = iss.options.clock()
         hash_ = token_hash(value)
@@ -253,10 +253,9 @@ class _TokenManager:
             expires_at = now + expires_in
         scope_set = normalize(scopes)[0] if scopes is not None else None
         introspection: IntrospectionResult | None = None
-        use_introspection = (
-            iss.options.auto_introspect if auto_introspect is None else auto_introspect
-        )
-        if use_introspection and iss.has_endpoint("introspection_endpoint"):
+        if auto_introspect is None:
+            auto_introspect = iss.options.auto_introspect
+        if auto_introspect and iss.has_endpoint("introspection_endpoint"):
             introspection = iss.introspect_value(value, _HINTS[self.kind])
             if not introspection.active:
                 raise TokenRevokedError(
@@ -404,7 +403,7 @@ class _TokenManager:
     def list(
         self,
         *,
-        subject: str | None | AnyType = ANY,
+        subject: str | AnyType | None = ANY,
         client_id: str | AnyType | None = None,
         status: Literal["valid", "expired", "all"] = "all",
         offset: int = 0,

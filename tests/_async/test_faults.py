@@ -290,12 +290,14 @@ async def test_managers_close_the_client_their_issuer_created() -> None:
     async with AsyncAccessTokenManager(issuer) as manager:
         assert "very-secret" not in repr(manager)
     assert issuer.http.is_closed
-    async with AsyncIssuer(
-        ISSUER,
-        ClientConfig("c", "s"),
-        discovery=False,
-        metadata={"token_endpoint": f"{ISSUER}/token"},
-    ) as other:
-        async with AsyncRefreshTokenManager(other):
-            pass
+    async with (
+        AsyncIssuer(
+            ISSUER,
+            ClientConfig("c", "s"),
+            discovery=False,
+            metadata={"token_endpoint": f"{ISSUER}/token"},
+        ) as other,
+        AsyncRefreshTokenManager(other),
+    ):
+        pass
     assert other.http.is_closed

@@ -197,6 +197,8 @@ async def test_invalid_grant_removes_the_refresh_token(make: Any) -> None:
         await s.access.get("bob", ["api:read"])
     assert info.value.error == "invalid_grant"
     assert info.value.status_code == 400
+    text = f"{info.value} {info.value!r} {info.value.error_description}"
+    assert tokens["refresh_token"] not in text and tokens["access_token"] not in text
     assert await s.refresh.find_by_hash(rt.token_hash) is None
     with pytest.raises(TokenNotFoundError, match="bob"):
         await s.access.get("bob", ["api:read"])
@@ -261,6 +263,8 @@ async def test_delete_reports_revocation_failure(make: Any) -> None:
     with pytest.raises(RevocationError) as info:
         await s.access.delete(token)
     assert info.value.cause is not None
+    assert token.value not in f"{info.value} {info.value!r} {info.value.cause}"
+    assert token.short_hash in str(info.value)
     assert await s.access.find_by_hash(token.token_hash) is None
 
 

@@ -291,12 +291,14 @@ def test_managers_close_the_client_their_issuer_created() -> None:
     with AccessTokenManager(issuer) as manager:
         assert "very-secret" not in repr(manager)
     assert issuer.http.is_closed
-    with Issuer(
-        ISSUER,
-        ClientConfig("c", "s"),
-        discovery=False,
-        metadata={"token_endpoint": f"{ISSUER}/token"},
-    ) as other:
-        with RefreshTokenManager(other):
-            pass
+    with (
+        Issuer(
+            ISSUER,
+            ClientConfig("c", "s"),
+            discovery=False,
+            metadata={"token_endpoint": f"{ISSUER}/token"},
+        ) as other,
+        RefreshTokenManager(other),
+    ):
+        pass
     assert other.http.is_closed

@@ -8,8 +8,9 @@ Rules stated once here:
   are still used and a large leeway cannot make every token look expired (a refresh loop).
   A token of unknown expiry is usable until introspection says otherwise.
 - Scopes ``None`` → any usable token of the group. A list → by default a token whose scopes
-  equal it (``exact``); with ``superset`` the smallest stored superset. Among equals, the token
-  that lives longest wins.
+  equal it (``exact``; a token whose server granted other scopes than were asked matches the
+  request that obtained it, ``requested_scopes``); with ``superset`` the smallest stored
+  superset of granted scopes. Among equals, the token that lives longest wins.
 - On a miss: a usable refresh token of the subject whose scopes are a superset of the request
   (or unknown), most recently updated first → refresh, narrowed with ``scope=``. For client
   credentials (``subject is None``) → the client-credentials grant. Else → fail, saying why.
@@ -78,10 +79,10 @@ def select_access(
         if not is_usable(token, now, leeway):
             continue
         if want is not None:
-            have = token.scopes if token.scopes is not None else frozenset()
-            if match == "exact" and have != want:
-                continue
-            if match == "superset" and not have >= want:
+            if match == "exact":
+                if (token.key_scopes or frozenset()) != want:
+                    continue
+            elif not (token.scopes or token.key_scopes or frozenset()) >= want:
                 continue
         if best is None:
             best = token

@@ -92,6 +92,9 @@ class Token:
     """False once introspection said ``active: false``: never handed out again."""
     introspection: Mapping[str, Any] | None = None
     """The last introspection response (RFC 7662), kept for ``min_introspect_interval``."""
+    requested_scopes: frozenset[str] | None = None
+    """The scopes asked for, when the server granted others (``scopes``). The token is cached
+    under what was asked, so the same request finds it again instead of fetching anew."""
     grant_id: str | None = None
     """The grant a token belongs to: for a refresh token, the hash of the first refresh token
     of its grant (kept across rotations); for an access token obtained by refresh, its refresh
@@ -108,8 +111,10 @@ class Token:
             self.introspection, types.MappingProxyType
         ):
             object.__setattr__(self, "introspection", _freeze(self.introspection))
-        if self.scopes is not None and not isinstance(self.scopes, frozenset):
-            object.__setattr__(self, "scopes", frozenset(self.scopes))
+        for name in ("scopes", "requested_scopes"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, frozenset):
+                object.__setattr__(self, name, frozenset(value))
 
     @property
     def short_hash(self) -> str:
@@ -117,9 +122,15 @@ class Token:
         return self.token_hash[:12]
 
     @property
+    def key_scopes(self) -> frozenset[str] | None:
+        """The scopes the token is cached under: the requested ones when they differ."""
+        return self.requested_scopes if self.requested_scopes is not None else self.scopes
+
+    @property
     def scope_key(self) -> str:
-        """The canonical scope string (``""`` for an empty or unknown scope)."""
-        return canonical(self.scopes) if self.scopes else ""
+        """The canonical string of ``key_scopes`` (``""`` for an empty or unknown scope)."""
+        scopes = self.key_scopes
+        return canonical(scopes) if scopes else ""
 
     @property
     def group(self) -> GroupKey:
@@ -175,6 +186,9 @@ class Token:
             "active": self.active,
             "introspection": dict(self.introspection) if self.introspection is not None else None,
             "grant_id": self.grant_id,
+            "requested_scopes": (
+                sorted(self.requested_scopes) if self.requested_scopes is not None else None
+            ),
         }
 
     def to_json(self) -> str:
@@ -218,10 +232,12 @@ def token_from_dict(data: Mapping[str, Any]) -> Token:
     try:
         cls = _KINDS[data["kind"]]
         scopes = data.get("scopes")
+        requested = data.get("requested_scopes")
         kwargs = {name: data[name] for name in _FIELDS if name in data}
         return cls(
             **kwargs,
             scopes=frozenset(scopes) if scopes is not None else None,
+            requested_scopes=frozenset(requested) if requested is not None else None,
             audience=tuple(data.get("audience") or ()),
             extra=data.get("extra") or {},
             introspection=data.get("introspection"),

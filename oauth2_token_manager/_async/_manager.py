@@ -439,6 +439,7 @@ class _AsyncTokenManager:
         changes: dict[str, Any] = {"updated_at": self.issuer.options.clock()}
         if scopes is not _UNSET:
             changes["scopes"] = normalize(scopes)[0] if scopes is not None else None
+            changes["requested_scopes"] = None
         if expires_at is not _UNSET:
             changes["expires_at"] = expires_at
         if extra:
@@ -532,7 +533,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             if isinstance(decision, ClientCredentialsGrant):
                 response = await iss.token_request(client_credentials_form(want, resource), want)
                 logger.debug("client-credentials grant for %s", iss.url)
-                return await self._store_response(response, None, resource, now, None)
+                return await self._store_response(response, None, resource, now, None, want)
             assert isinstance(decision, Refresh)
             return await self._refresh(decision.refresh_token, want, resource, now)
 
@@ -560,7 +561,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             )
             await iss.store.replace(rt.token_hash, rotated)
             logger.debug("refresh token %s rotated to %s", rt.short_hash, rotated.short_hash)
-        return await self._store_response(response, rt.subject, resource, now, rt)
+        return await self._store_response(response, rt.subject, resource, now, rt, want)
 
     async def _drop_children(self, rt: Token) -> None:
         page = await self.list(subject=rt.subject)
@@ -575,6 +576,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         resource: str | None,
         now: float,
         parent: Token | None,
+        want: frozenset[str] | None,
     ) -> AccessToken:
         iss = self.issuer
         expires_at = now + response.expires_in if response.expires_in is not None else None
@@ -594,6 +596,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             client_id=self._client_id,
             subject=subject,
             scopes=response.scopes,
+            requested_scopes=want if want is not None and want != response.scopes else None,
             expires_at=expires_at,
             issued_at=now,
             updated_at=now,

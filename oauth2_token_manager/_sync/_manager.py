@@ -440,6 +440,7 @@ class _TokenManager:
         changes: dict[str, Any] = {"updated_at": self.issuer.options.clock()}
         if scopes is not _UNSET:
             changes["scopes"] = normalize(scopes)[0] if scopes is not None else None
+            changes["requested_scopes"] = None
         if expires_at is not _UNSET:
             changes["expires_at"] = expires_at
         if extra:
@@ -533,7 +534,7 @@ class AccessTokenManager(_TokenManager):
             if isinstance(decision, ClientCredentialsGrant):
                 response = iss.token_request(client_credentials_form(want, resource), want)
                 logger.debug("client-credentials grant for %s", iss.url)
-                return self._store_response(response, None, resource, now, None)
+                return self._store_response(response, None, resource, now, None, want)
             assert isinstance(decision, Refresh)
             return self._refresh(decision.refresh_token, want, resource, now)
 
@@ -561,7 +562,7 @@ class AccessTokenManager(_TokenManager):
             )
             iss.store.replace(rt.token_hash, rotated)
             logger.debug("refresh token %s rotated to %s", rt.short_hash, rotated.short_hash)
-        return self._store_response(response, rt.subject, resource, now, rt)
+        return self._store_response(response, rt.subject, resource, now, rt, want)
 
     def _drop_children(self, rt: Token) -> None:
         page = self.list(subject=rt.subject)
@@ -576,6 +577,7 @@ class AccessTokenManager(_TokenManager):
         resource: str | None,
         now: float,
         parent: Token | None,
+        want: frozenset[str] | None,
     ) -> AccessToken:
         iss = self.issuer
         expires_at = now + response.expires_in if response.expires_in is not None else None
@@ -595,6 +597,7 @@ class AccessTokenManager(_TokenManager):
             client_id=self._client_id,
             subject=subject,
             scopes=response.scopes,
+            requested_scopes=want if want is not None and want != response.scopes else None,
             expires_at=expires_at,
             issued_at=now,
             updated_at=now,

@@ -302,3 +302,34 @@ def test_managers_close_the_client_their_issuer_created() -> None:
     ):
         pass
     assert other.http.is_closed
+
+
+def test_granted_scopes_other_than_requested_are_cached_under_the_request() -> None:
+    """A server that grants other scopes (e.g. '.default') is not asked again for the same
+    request, and the token reports the scopes actually granted."""
+    issuer, _, seen = make(
+        lambda request: json_response(
+            {"access_token": "A", "token_type": "Bearer", "expires_in": 3600, "scope": "x y"}
+        )
+    )
+    manager = AccessTokenManager(issuer)
+    token = manager.get(scopes=["api/.default"])
+    assert token.scopes == frozenset({"x", "y"})
+    assert (manager.get(scopes=["api/.default"])).token_hash == token.token_hash
+    assert [r.url.path for r in seen].count("/token") == 1
+    superset = manager.get(scopes=["x"], match="superset")
+    assert superset.token_hash == token.token_hash  # granted scopes serve superset requests
+
+
+def test_introspection_faults_leave_the_token_as_it_was() -> None:
+    """HTML or non-object introspection answers are typed errors; the stored token is intact."""
+    answers = iter([httpx.Response(200, text="<html/>"), json_response(["active"])])
+    issuer, store, _ = make(
+        lambda request: httpx.Response(500), introspect=lambda request: next(answers)
+    )
+    manager = AccessTokenManager(issuer)
+    token = manager.register("t", scopes=["a"], auto_introspect=False)
+    for _ in range(2):
+        with pytest.raises(InvalidResponseError):
+            manager.introspect(token)
+        assert store.get(token.token_hash) == token

@@ -7,6 +7,7 @@ server, over a pluggable local store (memory, disk).
 
 from __future__ import annotations
 
+from ._async._auth import AsyncTokenAuth
 from ._async._manager import AsyncAccessTokenManager, AsyncIssuer, AsyncRefreshTokenManager
 from ._client_auth import AuthMethod, ClientConfig
 from ._config import ANY, IssuerOptions
@@ -45,6 +46,7 @@ from ._stores import (
     TokenQuery,
     TokenStore,
 )
+from ._sync._auth import TokenAuth
 from ._sync._manager import AccessTokenManager, Issuer, RefreshTokenManager
 
 __version__ = "0.1.0.dev0"
@@ -57,6 +59,7 @@ __all__ = [
     "AsyncIssuer",
     "AsyncRefreshTokenManager",
     "AsyncStoreAdapter",
+    "AsyncTokenAuth",
     "AsyncTokenStore",
     "AuthMethod",
     "ClientConfig",
@@ -86,6 +89,7 @@ __all__ = [
     "ServerMetadata",
     "StoreError",
     "Token",
+    "TokenAuth",
     "TokenNotFoundError",
     "TokenQuery",
     "TokenResponse",

@@ -36,6 +36,7 @@ __all__ = [
     "is_usable",
     "select_access",
     "select_refresh",
+    "usable_until",
 ]
 
 
@@ -60,6 +61,13 @@ def is_usable(token: Token, now: float, leeway: float) -> bool:
     if token.issued_at > 0 and 0 < half < leeway:
         return now < expires_at - half
     return now < expires_at - leeway
+
+
+def usable_until(token: Token, leeway: float) -> float:
+    """The moment from which ``is_usable`` turns false by time alone (inf: never)."""
+    if token.expires_at is None:
+        return float("inf")
+    return token.expires_at - expiry_margin(token, leeway)
 
 
 def _lifetime_rank(token: Token) -> float:

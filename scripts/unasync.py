@@ -36,6 +36,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\baclose\b", "close"),
     (r"\baiter_bytes\b", "iter_bytes"),
     (r"\baread\b", "read"),
+    (r"\basend\b", "send"),
     (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"\basync_store\b", "sync_store"),
     (r"\basync_auth_flow\b", "sync_auth_flow"),

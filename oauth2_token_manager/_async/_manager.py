@@ -56,6 +56,7 @@ from .._protocol import (
 )
 from .._scopes import ScopeMatch, normalize
 from .._stores import AsyncTokenStore, Page, TokenQuery, TokenStore, async_store
+from ._auth import AsyncTokenAuth
 from ._discovery import AsyncMetadataCache
 from ._http import read_bounded
 from ._locks import AsyncKeyedLocks
@@ -448,6 +449,14 @@ class _AsyncTokenManager:
         await self.issuer.store.put(updated)
         return updated
 
+    async def invalidate(self, token: Token | str) -> None:
+        """Mark a stored token unusable (a resource server refused it); it stays listed."""
+        iss = self.issuer
+        _, stored = await self._resolve(token)
+        if stored is not None and stored.active:
+            await iss.store.put(stored.replace(active=False, updated_at=iss.options.clock()))
+            logger.debug("%s token %s marked unusable", self.kind, stored.short_hash)
+
     async def expunge_expired(self) -> int:
         """Remove expired tokens from the store; return how many."""
         return await self.issuer.store.expunge_expired(self.issuer.options.clock())
@@ -495,6 +504,25 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         if found is not None:
             return cast(AccessToken, found)
         return await self._obtain(group, key, subject, want, match, resource)
+
+    def auth(
+        self,
+        scopes: Iterable[str] | None = None,
+        subject: str | None = None,
+        *,
+        resource: str | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        retry_insufficient_scope: bool = False,
+    ) -> AsyncTokenAuth:
+        """An ``httpx.Auth`` sending this manager's tokens (see ``AsyncTokenAuth``)."""
+        return AsyncTokenAuth(
+            self,
+            scopes,
+            subject,
+            resource=resource,
+            allowed_origins=allowed_origins,
+            retry_insufficient_scope=retry_insufficient_scope,
+        )
 
     async def _obtain(
         self,

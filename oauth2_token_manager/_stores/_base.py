@@ -18,6 +18,10 @@ every store follows (the contract test suite ``tests/store_contract.py`` checks 
 - Failures raise ``StoreError`` (never return "not found" for a failure): callers treat a
   failing revocation check as revoked (fail closed).
 
+A store private to one process may also expose ``version``, an int that changes on every
+write (``MemoryStore`` does); ``TokenAuth`` then reuses the token it read while the version is
+unchanged instead of asking the store on every request. Shared stores must not have it.
+
 A user-written store needs these nine methods; ``AsyncTokenStore`` is the same with coroutines.
 Sync stores are usable by the async managers through ``AsyncStoreAdapter``.
 """
@@ -163,6 +167,11 @@ class AsyncStoreAdapter:
 
     def __repr__(self) -> str:
         return f"AsyncStoreAdapter({self.sync!r})"
+
+    @property
+    def version(self) -> int | None:
+        """The wrapped store's ``version``, if it has one."""
+        return getattr(self.sync, "version", None)
 
     async def put(self, token: Token) -> None:
         """See ``TokenStore.put``."""

@@ -85,6 +85,7 @@ class MemoryStore(KVStore):
         self._refs: dict[tuple[str, str], _XKey] = {}
         self._groups: dict[tuple[str, GroupKey], Any] = {}
         self._revoked: dict[tuple[str, str], float] = {}
+        self._version = 0
         self._maps: dict[str, dict[Any, Any]] = {
             "h": self._refs,
             "g": self._groups,
@@ -93,6 +94,12 @@ class MemoryStore(KVStore):
 
     def __repr__(self) -> str:
         return f"MemoryStore(maxsize={self._cache.maxsize}, retain_expired={self._retain})"
+
+    @property
+    def version(self) -> int:
+        """Changes on every write: callers holding a token read at one version may reuse it
+        without asking again while the version is unchanged (``TokenAuth`` does)."""
+        return self._version
 
     @property
     def maxsize(self) -> int:
@@ -161,6 +168,7 @@ class MemoryStore(KVStore):
         return self._maps[namespace].get(key)
 
     def _write(self, key: Any, value: Any, deadline: float | None) -> None:
+        self._version += 1
         namespace = key[0]
         if namespace != "x":
             self._maps[namespace][key] = value
@@ -171,6 +179,7 @@ class MemoryStore(KVStore):
             self._on_drop(key, value)
 
     def _remove(self, key: Any) -> None:
+        self._version += 1
         namespace = key[0]
         if namespace != "x":
             self._maps[namespace].pop(key, None)
@@ -219,6 +228,7 @@ class MemoryStore(KVStore):
 
     def _on_drop(self, key: _XKey, entry: _Entry) -> None:
         """Called by the cache for each entry it drops: reconcile now or at transaction end."""
+        self._version += 1
         self._dropped.append((key, entry))
         if not self._depth:
             self._reconcile_dropped()

@@ -57,6 +57,7 @@ from .._protocol import (
 )
 from .._scopes import ScopeMatch, normalize
 from .._stores import Page, TokenQuery, TokenStore, sync_store
+from ._auth import TokenAuth
 from ._discovery import MetadataCache
 from ._http import read_bounded
 from ._locks import KeyedLocks
@@ -449,6 +450,14 @@ class _TokenManager:
         self.issuer.store.put(updated)
         return updated
 
+    def invalidate(self, token: Token | str) -> None:
+        """Mark a stored token unusable (a resource server refused it); it stays listed."""
+        iss = self.issuer
+        _, stored = self._resolve(token)
+        if stored is not None and stored.active:
+            iss.store.put(stored.replace(active=False, updated_at=iss.options.clock()))
+            logger.debug("%s token %s marked unusable", self.kind, stored.short_hash)
+
     def expunge_expired(self) -> int:
         """Remove expired tokens from the store; return how many."""
         return self.issuer.store.expunge_expired(self.issuer.options.clock())
@@ -496,6 +505,25 @@ class AccessTokenManager(_TokenManager):
         if found is not None:
             return cast(AccessToken, found)
         return self._obtain(group, key, subject, want, match, resource)
+
+    def auth(
+        self,
+        scopes: Iterable[str] | None = None,
+        subject: str | None = None,
+        *,
+        resource: str | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        retry_insufficient_scope: bool = False,
+    ) -> TokenAuth:
+        """An ``httpx.Auth`` sending this manager's tokens (see ``TokenAuth``)."""
+        return TokenAuth(
+            self,
+            scopes,
+            subject,
+            resource=resource,
+            allowed_origins=allowed_origins,
+            retry_insufficient_scope=retry_insufficient_scope,
+        )
 
     def _obtain(
         self,

@@ -1,0 +1,128 @@
+"""``AsyncTokenAuth``: an ``httpx.Auth`` that sends a managed Bearer token and retries once.
+
+Made by ``AsyncAccessTokenManager.auth(...)``; usable on any plain ``httpx.AsyncClient``
+(``TokenAuth``, generated from this file, on any ``httpx.Client``). Fetching a token is I/O
+under a lock, so the flow overrides ``async_auth_flow`` (httpx's rule for such schemes) and
+goes through the manager: caching, refresh and single-flight apply to every request.
+
+- ``Authorization: Bearer <token>`` (the scheme is always written ``Bearer``).
+- A 401 with ``error="invalid_token"`` (or no error): the token is marked unusable in the
+  store, a new one is obtained and the request is sent once more; a second 401 is returned.
+  With ``retry_insufficient_scope``, a 403 ``insufficient_scope`` with ``scope=`` retries once
+  with a token for that scope. The request body is read first so that it can be replayed.
+- ``allowed_origins``: the token is only sent to these origins (``scheme://host[:port]``); a
+  request elsewhere goes out without it. httpx drops ``Authorization`` on redirects to another
+  origin, so a redirect never carries the token away either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .._decide import usable_until
+from .._flows import AsyncAuthFlow
+from .._models import AccessToken
+from .._scopes import normalize
+from .._www_authenticate import RetryNewToken, retry_action
+
+if TYPE_CHECKING:
+    from ._manager import AsyncAccessTokenManager
+
+__all__ = ["AsyncTokenAuth", "origin_of"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: httpx.URL | str) -> str:
+    """``scheme://host:port`` of a URL, with the default port made explicit."""
+    url = httpx.URL(url) if isinstance(url, str) else url
+    port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+    return f"{url.scheme}://{url.host}:{port}"
+
+
+class AsyncTokenAuth(httpx.Auth):
+    """Bearer tokens from an access-token manager for every request of an httpx client."""
+
+    requires_request_body = True  # a retried request must be replayable
+    _client_kind = "httpx.AsyncClient"
+
+    def __init__(
+        self,
+        manager: AsyncAccessTokenManager,
+        scopes: Iterable[str] | None = None,
+        subject: str | None = None,
+        *,
+        resource: str | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        retry_insufficient_scope: bool = False,
+    ) -> None:
+        self.manager = manager
+        self.scopes = None if scopes is None else sorted(normalize(scopes)[0])
+        self.subject = subject
+        self.resource = resource
+        self.allowed_origins = (
+            None if allowed_origins is None else frozenset(origin_of(o) for o in allowed_origins)
+        )
+        self.retry_insufficient_scope = retry_insufficient_scope
+        # (token, usable until, store version): reused while a process-local store is unchanged.
+        self._memo: tuple[AccessToken, float, int] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(scopes={self.scopes!r}, subject={self.subject!r}, "
+            f"allowed_origins={sorted(self.allowed_origins or ()) or None!r})"
+        )
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        """httpx calls this only from the other client flavour: refuse loudly, never send
+        the request without its token."""
+        raise RuntimeError(f"{type(self).__name__} works with {self._client_kind} only")
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncAuthFlow:
+        """Add the token; after a 401 (or an allowed 403) get another and send once more."""
+        if self.allowed_origins is not None and origin_of(request.url) not in self.allowed_origins:
+            yield request
+            return
+        manager = self.manager
+        token = await self._token()
+        request.headers["Authorization"] = "Bearer " + token.value
+        response = yield request
+        status = response.status_code
+        if status != 401 and status != 403:
+            return
+        action = retry_action(
+            status,
+            response.headers.get_list("www-authenticate"),
+            retry_insufficient_scope=self.retry_insufficient_scope,
+        )
+        if action is None:
+            return
+        if isinstance(action, RetryNewToken):
+            self._memo = None
+            await manager.invalidate(token)
+            token = await self._token()
+        else:
+            token = await manager.get(self.subject, action.scopes, resource=self.resource)
+        request.headers["Authorization"] = "Bearer " + token.value
+        yield request
+
+    async def _token(self) -> AccessToken:
+        """The manager's token; with a process-local store, the last one while the store is
+        unchanged and the token still usable (the same answer, without the lookup)."""
+        issuer = self.manager.issuer
+        version = getattr(issuer.store, "version", None)
+        memo = self._memo
+        if (
+            memo is not None
+            and version is not None
+            and memo[2] == version
+            and issuer.options.clock() < memo[1]
+        ):
+            return memo[0]
+        token = await self.manager.get(self.subject, self.scopes, resource=self.resource)
+        if version is not None:  # read before ``get``: a write meanwhile voids the memo
+            self._memo = (token, usable_until(token, issuer.options.leeway), version)
+        return token

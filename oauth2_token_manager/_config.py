@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import random
 import time
 from collections.abc import Callable, Mapping
 
+from ._events import TokenEvent
 from ._exceptions import ConfigurationError
+from ._retry import RetryPolicy
 from ._scopes import ScopeMatch
 
 __all__ = ["ANY", "AnyType", "IssuerOptions"]
@@ -41,6 +44,13 @@ class IssuerOptions:
     - ``discovery``: fetch RFC 8414 / OpenID metadata; ``metadata`` overrides any field.
     - ``allow_insecure_loopback``: accept ``http://`` for 127.0.0.1/localhost (tests, demos).
     - ``max_response_bytes``: responses larger than this are rejected without reading on.
+    - ``refresh_ahead``: the last fraction of a token's lifetime (at least the leeway) in
+      which one caller refreshes it while the others keep using it; 0 turns it off.
+    - ``retry``: how transient failures (connect errors, timeouts, 429, 502-504) are retried.
+    - ``failure_cache``: after a failed token request, callers of the same key within this
+      many seconds get that failure again without a new request (no stampede).
+    - ``lock_lease``: the lease of a store's cross-process lock (renewed while held).
+    - ``on_event``: a callable receiving every ``TokenEvent``.
     - ``clock``: epoch seconds; injected by tests.
     """
 
@@ -56,7 +66,13 @@ class IssuerOptions:
     allow_insecure_loopback: bool = False
     max_response_bytes: int = 1024 * 1024
     timeout: float = 30.0
+    refresh_ahead: float = 0.1
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    failure_cache: float = 2.0
+    lock_lease: float = 10.0
+    on_event: Callable[[TokenEvent], None] | None = None
     clock: Callable[[], float] = time.time
+    random: Callable[[], float] = random.random
 
     def __post_init__(self) -> None:
         if self.leeway < 0:
@@ -70,3 +86,9 @@ class IssuerOptions:
             raise ConfigurationError("default_lifetime must be > 0")
         if self.max_response_bytes <= 0:
             raise ConfigurationError("max_response_bytes must be > 0")
+        if not 0 <= self.refresh_ahead < 1:
+            raise ConfigurationError("refresh_ahead must be in [0, 1)")
+        if self.failure_cache < 0:
+            raise ConfigurationError("failure_cache must be >= 0")
+        if self.lock_lease <= 0:
+            raise ConfigurationError("lock_lease must be > 0")

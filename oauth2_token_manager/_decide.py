@@ -15,6 +15,9 @@ Rules stated once here:
   (or unknown), most recently updated first → refresh, narrowed with ``scope=``. For client
   credentials (``subject is None``) → the client-credentials grant. Else → fail, saying why.
 - A refresh token is usable until its expiry (no leeway: the server decides).
+- Refresh ahead: in the last ``ahead`` fraction of its lifetime (never less than its expiry
+  margin) a usable token is *due*: one caller obtains a new one while the others keep using
+  it. If no new token can be obtained (no refresh token), the due token is still used.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "decide",
     "expiry_margin",
     "is_usable",
+    "refresh_at",
     "select_access",
     "select_refresh",
     "usable_until",
@@ -61,6 +65,16 @@ def is_usable(token: Token, now: float, leeway: float) -> bool:
     if token.issued_at > 0 and 0 < half < leeway:
         return now < expires_at - half
     return now < expires_at - leeway
+
+
+def refresh_at(token: Token, leeway: float, ahead: float) -> float:
+    """The moment from which a usable token is due for refresh ahead (inf: never)."""
+    if token.expires_at is None or ahead <= 0:
+        return float("inf")
+    margin = expiry_margin(token, leeway)
+    if token.issued_at > 0 and token.expires_at > token.issued_at:
+        margin = max(margin, ahead * (token.expires_at - token.issued_at))
+    return token.expires_at - margin
 
 
 def usable_until(token: Token, leeway: float) -> float:
@@ -163,16 +177,19 @@ def decide(
     match: ScopeMatch,
     now: float,
     leeway: float,
+    ahead: float = 0.0,
 ) -> Decision:
     """Choose what ``get`` does from the stored candidates."""
     token = select_access(access, want, match, now, leeway)
-    if token is not None:
+    if token is not None and now < refresh_at(token, leeway, ahead):
         return UseToken(token)
     if subject is None:
         return ClientCredentialsGrant(want)
     rt = select_refresh(refresh, want, now)
     if rt is not None:
         return Refresh(rt, want)
+    if token is not None:  # due for refresh ahead, but nothing to refresh it with
+        return UseToken(token)
     scopes = " ".join(sorted(want)) if want is not None else "any scope"
     return Fail(
         f"no usable access token for subject {subject!r} ({scopes}) "

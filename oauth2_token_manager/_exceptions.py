@@ -97,12 +97,21 @@ class TransportError(OAuth2TokenManagerError):
 
 
 class ResponseError(OAuth2TokenManagerError):
-    """A response arrived but cannot be used; carries the endpoint and HTTP status."""
+    """A response arrived but cannot be used; carries the endpoint, HTTP status and the raw
+    ``Retry-After`` header (when the server sent one)."""
 
-    def __init__(self, message: str, *, endpoint: str = "", status_code: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        status_code: int | None = None,
+        retry_after: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.status_code = status_code
+        self.retry_after = retry_after
 
 
 class HTTPStatusError(ResponseError):
@@ -124,6 +133,7 @@ class OAuth2Error(ResponseError):
         *,
         endpoint: str = "",
         status_code: int | None = None,
+        retry_after: str | None = None,
     ) -> None:
         message = error
         if error_description:
@@ -131,7 +141,9 @@ class OAuth2Error(ResponseError):
         if status_code is not None:
             message += f" (HTTP {status_code}"
             message += f" from {endpoint})" if endpoint else ")"
-        super().__init__(message, endpoint=endpoint, status_code=status_code)
+        super().__init__(
+            message, endpoint=endpoint, status_code=status_code, retry_after=retry_after
+        )
         self.error = error
         self.error_description = error_description
         self.error_uri = error_uri

@@ -194,11 +194,13 @@ def error_from_response(raw: RawResponse) -> OAuth2Error | HTTPStatusError:
             uri if isinstance(uri, str) else None,
             endpoint=raw.url,
             status_code=raw.status_code,
+            retry_after=raw.headers.get("retry-after"),
         )
     return HTTPStatusError(
         f"unexpected response from {raw.url}: {_describe(raw)}",
         endpoint=raw.url,
         status_code=raw.status_code,
+        retry_after=raw.headers.get("retry-after"),
     )
 
 

@@ -1,18 +1,39 @@
-"""Locks with an ``Async``-named twin each, so that ``scripts/unasync.py`` maps one to the other.
+"""Concurrency primitives with an ``Async``-named twin each, so that ``scripts/unasync.py``
+maps one onto the other; everything built on them is written once, in ``_async/``.
 
-``AsyncLock`` is an anyio lock (asyncio and trio); a cancelled waiter never keeps it.
-``Lock`` is a ``threading.Lock``. The keyed single-flight table built on them is written once,
-in ``_async/_locks.py``.
+- ``AsyncLock`` (anyio: asyncio and trio; a cancelled waiter never keeps it) / ``Lock``
+  (``threading.Lock``), both with a non-blocking ``try_acquire``.
+- ``async_sleep`` / ``sync_sleep``: wait without blocking the event loop / the thread.
+- ``async_loop_identity`` / ``sync_loop_identity``: what async locks must not be shared across
+  (the running event loop), nothing for thread locks.
+- ``AsyncBackground`` / ``Background``: call a function every ``interval`` seconds while a block
+  runs (lease renewal), in a task / a daemon thread.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
 
-__all__ = ["AsyncLock", "Lock"]
+__all__ = [
+    "AsyncBackground",
+    "AsyncLock",
+    "Background",
+    "Lock",
+    "async_loop_identity",
+    "async_sleep",
+    "sync_loop_identity",
+    "sync_sleep",
+]
+
+logger = logging.getLogger("oauth2_token_manager")
 
 
 class AsyncLock:
@@ -22,6 +43,18 @@ class AsyncLock:
 
     def __init__(self) -> None:
         self._lock = anyio.Lock()
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free, without waiting."""
+        try:
+            self._lock.acquire_nowait()
+        except anyio.WouldBlock:
+            return False
+        return True
+
+    def release(self) -> None:
+        """Release the lock."""
+        self._lock.release()
 
     async def __aenter__(self) -> None:
         await self._lock.acquire()
@@ -43,6 +76,14 @@ class Lock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free, without waiting."""
+        return self._lock.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Release the lock."""
+        self._lock.release()
+
     def __enter__(self) -> None:
         self._lock.acquire()
 
@@ -53,3 +94,84 @@ class Lock:
         tb: TracebackType | None,
     ) -> None:
         self._lock.release()
+
+
+async def async_sleep(seconds: float) -> None:
+    """Wait without blocking the event loop."""
+    await anyio.sleep(seconds)
+
+
+def sync_sleep(seconds: float) -> None:
+    """Wait, blocking this thread only."""
+    time.sleep(seconds)
+
+
+def async_loop_identity() -> object:
+    """The running event loop's identity: async locks are never shared across loops."""
+    return anyio.lowlevel.current_token()
+
+
+def sync_loop_identity() -> object:
+    """Thread locks work across threads: one identity for all."""
+    return None
+
+
+class AsyncBackground:
+    """Run ``await fn()`` every ``interval`` seconds while the ``async with`` block runs."""
+
+    def __init__(self, fn: Callable[[], Awaitable[None]], interval: float) -> None:
+        self._fn = fn
+        self._interval = interval
+        self._group: anyio.abc.TaskGroup | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            await anyio.sleep(self._interval)
+            try:
+                await self._fn()
+            except Exception:  # the block goes on; the failure is logged, never lost
+                logger.warning("background task failed", exc_info=True)
+
+    async def __aenter__(self) -> None:
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._loop)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._group is not None
+        self._group.cancel_scope.cancel()
+        await self._group.__aexit__(None, None, None)
+
+
+class Background:
+    """Run ``fn()`` every ``interval`` seconds in a daemon thread while the block runs."""
+
+    def __init__(self, fn: Callable[[], None], interval: float) -> None:
+        self._fn = fn
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._fn()
+            except Exception:  # the block goes on; the failure is logged, never lost
+                logger.warning("background task failed", exc_info=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,20 +1,29 @@
 """Single-flight: one lock per cache key, forgotten when nobody holds or awaits it.
 
-``hold(key)`` serialises the callers of one key and never blocks other keys. The table of
-locks is guarded by a thread lock held only around dictionary updates (never across an
-``await``), so the same code is right for threads and for tasks. A caller cancelled while
-waiting leaves the table as if it had never come.
+``hold(key)`` serialises the callers of one key and never blocks other keys; ``try_hold(key)``
+takes the lock only if it is free (refresh-ahead: a caller that finds a refresh running goes
+on with the still-valid token). The table is guarded by a thread lock held only around
+dictionary updates (never across an ``await``), so the same code is right for threads and for
+tasks. Async locks are kept per event loop (``async_loop_identity``): a lock never crosses
+loops. A caller cancelled while waiting leaves the table as if it had never come.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import secrets
 import threading
+import time
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from .._synchronization import AsyncLock
+from .._exceptions import StoreError
+from .._synchronization import AsyncBackground, AsyncLock, async_loop_identity, async_sleep
 
-__all__ = ["AsyncKeyedLocks"]
+__all__ = ["AsyncKeyedLocks", "AsyncStoreLock"]
+
+logger = logging.getLogger("oauth2_token_manager")
 
 K = TypeVar("K")
 
@@ -28,42 +37,64 @@ class _Entry:
 
 
 class AsyncKeyedLocks(Generic[K]):
-    """One lock per key; ``with locks.hold(key):`` runs alone among holders of ``key``."""
+    """One lock per key; ``async with locks.hold(key):`` runs alone among holders of ``key``."""
 
     def __init__(self) -> None:
-        self._entries: dict[K, _Entry] = {}
+        self._entries: dict[tuple[object, K], _Entry] = {}
         self._guard = threading.Lock()
 
     def hold(self, key: K) -> _AsyncHeld[K]:
-        """A context manager holding the lock of ``key``."""
-        return _AsyncHeld(self, key)
+        """A context manager waiting for, then holding, the lock of ``key``."""
+        return _AsyncHeld(self, (async_loop_identity(), key), None)
+
+    def try_hold(self, key: K) -> _AsyncHeld[K] | None:
+        """The lock of ``key`` already taken (use it with ``async with``), or ``None`` if busy."""
+        full_key = (async_loop_identity(), key)
+        entry = self._join(full_key)
+        if entry.lock.try_acquire():
+            return _AsyncHeld(self, full_key, entry)
+        self._leave(full_key, entry)
+        return None
 
     def __len__(self) -> int:
         """How many keys are held or awaited now."""
         return len(self._entries)
 
+    def _join(self, full_key: tuple[object, K]) -> _Entry:
+        with self._guard:
+            entry = self._entries.get(full_key)
+            if entry is None:
+                entry = self._entries[full_key] = _Entry()
+            entry.users += 1
+            return entry
+
+    def _leave(self, full_key: tuple[object, K], entry: _Entry) -> None:
+        with self._guard:
+            entry.users -= 1
+            if entry.users == 0:
+                self._entries.pop(full_key, None)
+
 
 class _AsyncHeld(Generic[K]):
     __slots__ = ("_entry", "_key", "_owner")
 
-    def __init__(self, owner: AsyncKeyedLocks[K], key: K) -> None:
+    def __init__(
+        self, owner: AsyncKeyedLocks[K], full_key: tuple[object, K], entry: _Entry | None
+    ) -> None:
         self._owner = owner
-        self._key = key
-        self._entry: _Entry | None = None
+        self._key = full_key
+        self._entry = entry  # set when the lock is already taken (try_hold)
 
     async def __aenter__(self) -> None:
-        owner = self._owner
-        with owner._guard:
-            entry = owner._entries.get(self._key)
-            if entry is None:
-                entry = owner._entries[self._key] = _Entry()
-            entry.users += 1
-        self._entry = entry
+        if self._entry is not None:
+            return
+        entry = self._owner._join(self._key)
         try:
             await entry.lock.__aenter__()
         except BaseException:
-            self._leave()
+            self._owner._leave(self._key, entry)
             raise
+        self._entry = entry
 
     async def __aexit__(
         self,
@@ -72,12 +103,55 @@ class _AsyncHeld(Generic[K]):
         tb: TracebackType | None,
     ) -> None:
         assert self._entry is not None
-        await self._entry.lock.__aexit__(exc_type, exc, tb)
-        self._leave()
+        self._entry.lock.release()
+        self._owner._leave(self._key, self._entry)
 
-    def _leave(self) -> None:
-        assert self._entry is not None
-        with self._owner._guard:
-            self._entry.users -= 1
-            if self._entry.users == 0:
-                self._owner._entries.pop(self._key, None)
+
+class AsyncStoreLock:
+    """A store's cross-process lock (``DiskStore``, ``RedisStore``) with a renewed lease.
+
+    Stores without ``try_lock`` need none (their tokens live in one process): then this does
+    nothing. ``acquire(wait=True)`` polls until the lock is free or its holder's lease ran
+    out (a crashed holder blocks others for one lease at most), up to ``timeout`` seconds;
+    ``acquire(wait=False)`` tries once. While held, the lease is renewed every third of it.
+    """
+
+    def __init__(
+        self, store: Any, name: str, *, lease: float, timeout: float, poll: float = 0.02
+    ) -> None:
+        self._store = store
+        self._name = name
+        self._lease = lease
+        self._timeout = timeout
+        self._poll = poll
+        self._owner = secrets.token_hex(16)
+        self._renewal: AsyncBackground | None = None
+
+    async def acquire(self, *, wait: bool = True) -> bool:
+        """Take the lock; ``False`` only when ``wait`` is off and it is busy."""
+        if not hasattr(self._store, "try_lock"):
+            return True
+        deadline = time.monotonic() + self._timeout
+        while not await self._store.try_lock(self._name, self._owner, self._lease):
+            if not wait:
+                return False
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"the store lock {self._name[:12]} stayed busy for {self._timeout:g} s"
+                )
+            await async_sleep(self._poll * (0.5 + random.random()))
+        self._renewal = AsyncBackground(self._renew, self._lease / 3)
+        await self._renewal.__aenter__()
+        return True
+
+    async def _renew(self) -> None:
+        if not await self._store.renew_lock(self._name, self._owner, self._lease):
+            logger.warning("lost the store lock %s (lease ran out)", self._name[:12])
+
+    async def release(self) -> None:
+        """Give the lock back (only if this owner still holds it)."""
+        if self._renewal is None:
+            return
+        await self._renewal.__aexit__(None, None, None)
+        self._renewal = None
+        await self._store.unlock(self._name, self._owner)

@@ -13,6 +13,7 @@ the authorization server.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -28,16 +29,20 @@ from .._decide import (
     Refresh,
     UseToken,
     decide,
+    refresh_at,
     select_access,
     select_refresh,
 )
+from .._events import EventKind, TokenEvent, emit
 from .._exceptions import (
     InvalidGrant,
     OAuth2TokenManagerError,
+    ResponseError,
     RevocationError,
     StoreError,
     TokenNotFoundError,
     TokenRevokedError,
+    TransportError,
 )
 from .._metadata import ServerMetadata
 from .._models import AccessToken, GroupKey, RefreshToken, Token, TokenKind, token_hash
@@ -54,12 +59,14 @@ from .._protocol import (
     refresh_form,
     revocation_form,
 )
+from .._retry import is_transient, reached_server, retry_after, retry_delay
 from .._scopes import ScopeMatch, normalize
 from .._stores import AsyncTokenStore, Page, TokenQuery, TokenStore, async_store
+from .._synchronization import async_sleep
 from ._auth import AsyncTokenAuth
 from ._discovery import AsyncMetadataCache
 from ._http import read_bounded
-from ._locks import AsyncKeyedLocks
+from ._locks import AsyncKeyedLocks, AsyncStoreLock
 
 __all__ = ["AsyncAccessTokenManager", "AsyncIssuer", "AsyncRefreshTokenManager"]
 
@@ -108,6 +115,7 @@ class AsyncIssuer:
             max_body=self.options.max_response_bytes,
         )
         self.locks: AsyncKeyedLocks[tuple[GroupKey, str]] = AsyncKeyedLocks()
+        self._failures: dict[object, tuple[OAuth2TokenManagerError, float]] = {}
 
     def __repr__(self) -> str:
         return f"AsyncIssuer({self.url!r}, {self.client!r})"
@@ -152,6 +160,86 @@ class AsyncIssuer:
         """POST a grant to the token endpoint and parse the answer."""
         raw = await self._post("token_endpoint", form)
         return parse_token_response(raw, requested)
+
+    async def request_token(
+        self, form: dict[str, str], requested: frozenset[str] | None, *, replay_safe: bool
+    ) -> TokenResponse:
+        """``token_request`` with transient failures retried (see ``_retry``); a grant that
+        must not be replayed (refresh) is retried only if the server surely did not see it."""
+        options = self.options
+        retry = 0
+        while True:
+            try:
+                return await self.token_request(form, requested)
+            except (ResponseError, TransportError) as exc:
+                if not is_transient(exc) or (not replay_safe and reached_server(exc)):
+                    raise
+                retry += 1
+                header = exc.retry_after if isinstance(exc, ResponseError) else None
+                server_delay = (
+                    retry_after({"retry-after": header}, options.clock()) if header else None
+                )
+                delay = retry_delay(options.retry, retry, server_delay, options.random)
+                if delay is None:
+                    raise
+                logger.info("token request failed (%s); retry %d in %.2f s", exc, retry, delay)
+                await async_sleep(delay)
+
+    def recent_failure(self, key: object) -> OAuth2TokenManagerError | None:
+        """The failure of ``key``'s last token request if within ``failure_cache`` seconds."""
+        entry = self._failures.get(key)
+        if entry is None:
+            return None
+        if self.options.clock() < entry[1]:
+            return entry[0].with_traceback(None)
+        self._failures.pop(key, None)
+        return None
+
+    def remember_failure(self, key: object, error: OAuth2TokenManagerError) -> None:
+        """Serve a transient ``error`` to ``key``'s callers for ``failure_cache`` seconds (a
+        failing server is not stampeded; a final error such as ``invalid_grant`` is not kept:
+        its consequence, a removed refresh token, speaks for itself)."""
+        if self.options.failure_cache > 0:
+            if len(self._failures) >= 10_000:
+                self._failures.clear()
+            self._failures[key] = (error, self.options.clock() + self.options.failure_cache)
+
+    def store_lock(self, key: tuple[GroupKey, str]) -> AsyncStoreLock:
+        """The store's cross-process lock for a cache key (a no-op for process-local stores)."""
+        name = hashlib.sha256(repr(key).encode()).hexdigest()
+        options = self.options
+        wait = options.lock_lease + options.retry.attempts * (
+            options.timeout + options.retry.max_delay
+        )
+        return AsyncStoreLock(self.store, name, lease=options.lock_lease, timeout=wait)
+
+    def emit(
+        self,
+        kind: EventKind,
+        subject: str | None,
+        scopes: frozenset[str] | None,
+        *,
+        token_hash: str | None = None,
+        previous_hash: str | None = None,
+        error: OAuth2TokenManagerError | None = None,
+    ) -> None:
+        """Tell the ``on_event`` callback (if any) what happened."""
+        if self.options.on_event is None:
+            return
+        emit(
+            self.options.on_event,
+            TokenEvent(
+                kind,
+                self.url,
+                self.client.client_id,
+                subject,
+                scopes,
+                token_hash=token_hash,
+                previous_hash=previous_hash,
+                error=error,
+                at=self.options.clock(),
+            ),
+        )
 
     async def introspect_value(self, value: str, hint: TokenTypeHint | None) -> IntrospectionResult:
         """RFC 7662 introspection of a token value."""
@@ -498,12 +586,14 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
                 self._groups.clear()
             self._groups[(subject, resource)] = group
         key = scope_key if match == "exact" else None
-        found = select_access(
-            await iss.store.find(group, key), want, match, iss.options.clock(), iss.options.leeway
-        )
-        if found is not None:
-            return cast(AccessToken, found)
-        return await self._obtain(group, key, subject, want, match, resource)
+        options = iss.options
+        now = options.clock()
+        found = select_access(await iss.store.find(group, key), want, match, now, options.leeway)
+        if found is None:
+            return await self._obtain(group, key, subject, want, match, resource, None)
+        if now >= refresh_at(found, options.leeway, options.refresh_ahead):
+            return await self._obtain(group, key, subject, want, match, resource, found)
+        return cast(AccessToken, found)
 
     def auth(
         self,
@@ -532,51 +622,121 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         want: frozenset[str] | None,
         match: ScopeMatch,
         resource: str | None,
+        current: Token | None,
     ) -> AccessToken:
+        """Single-flight for one cache key, in this process and across processes.
+
+        ``current`` is a usable token due for refresh ahead: then the locks are only tried,
+        and on a busy lock or a transient failure ``current`` is returned.
+        """
         iss = self.issuer
-        async with iss.locks.hold((group, "*" if key is None else key)):
-            now = iss.options.clock()
-            access = await iss.store.find(group, key)
-            refresh: list[Token] = []
-            if (
-                subject is not None
-                and select_access(access, want, match, now, iss.options.leeway) is None
-            ):
-                refresh = await iss.store.find(
-                    GroupKey("refresh", iss.url, self._client_id, subject, ""), None
-                )
-            decision = decide(
-                access,
-                refresh,
-                subject=subject,
-                want=want,
-                match=match,
-                now=now,
-                leeway=iss.options.leeway,
+        lock_key = (group, "*" if key is None else key)
+        held = iss.locks.hold(lock_key) if current is None else iss.locks.try_hold(lock_key)
+        if held is None:
+            return cast(AccessToken, current)  # another caller is refreshing it
+        async with held:
+            failure = iss.recent_failure(lock_key)
+            if failure is not None:
+                if current is not None:
+                    return cast(AccessToken, current)
+                raise failure
+            store_lock = iss.store_lock(lock_key)
+            if not await store_lock.acquire(wait=current is None):
+                return cast(AccessToken, current)
+            try:
+                return await self._obtain_locked(group, key, subject, want, match, resource)
+            except (ResponseError, TransportError) as exc:
+                iss.emit("failed", subject, want, error=exc)
+                if not is_transient(exc):
+                    raise
+                iss.remember_failure(lock_key, exc)
+                if current is not None:
+                    logger.warning("refresh ahead failed (%s): the current token is kept", exc)
+                    return cast(AccessToken, current)
+                raise
+            finally:
+                await store_lock.release()
+
+    async def _obtain_locked(
+        self,
+        group: GroupKey,
+        key: str | None,
+        subject: str | None,
+        want: frozenset[str] | None,
+        match: ScopeMatch,
+        resource: str | None,
+    ) -> AccessToken:
+        """Re-read the store (a waiter uses what the winner stored), decide, act."""
+        iss = self.issuer
+        options = iss.options
+        now = options.clock()
+        access = await iss.store.find(group, key)
+        refresh: list[Token] = []
+        if subject is not None:
+            refresh = await iss.store.find(self._refresh_group(subject), None)
+        decision = decide(
+            access,
+            refresh,
+            subject=subject,
+            want=want,
+            match=match,
+            now=now,
+            leeway=options.leeway,
+            ahead=options.refresh_ahead,
+        )
+        if isinstance(decision, UseToken):
+            return cast(AccessToken, decision.token)
+        if isinstance(decision, Fail):
+            raise TokenNotFoundError(decision.reason)
+        if isinstance(decision, ClientCredentialsGrant):
+            response = await iss.request_token(
+                client_credentials_form(want, resource), want, replay_safe=True
             )
-            if isinstance(decision, UseToken):
-                return cast(AccessToken, decision.token)
-            if isinstance(decision, Fail):
-                raise TokenNotFoundError(decision.reason)
-            if isinstance(decision, ClientCredentialsGrant):
-                response = await iss.token_request(client_credentials_form(want, resource), want)
-                logger.debug("client-credentials grant for %s", iss.url)
-                return await self._store_response(response, None, resource, now, None, want)
-            assert isinstance(decision, Refresh)
-            return await self._refresh(decision.refresh_token, want, resource, now)
+            token = await self._store_response(response, None, resource, now, None, want)
+            iss.emit("obtained", None, token.scopes, token_hash=token.token_hash)
+            return token
+        assert isinstance(decision, Refresh)
+        return await self._refresh(decision.refresh_token, want, resource)
+
+    def _refresh_group(self, subject: str) -> GroupKey:
+        return GroupKey("refresh", self.issuer.url, self._client_id, subject, "")
 
     async def _refresh(
+        self, chosen: Token, want: frozenset[str] | None, resource: str | None
+    ) -> AccessToken:
+        """Refresh under the grant's lock: one refresh of a grant at a time, across scope sets
+        and processes, always with the newest refresh token (rotation never races)."""
+        iss = self.issuer
+        grant_key = (chosen.group, "grant")
+        async with iss.locks.hold(grant_key):
+            store_lock = iss.store_lock(grant_key)
+            await store_lock.acquire()
+            try:
+                now = iss.options.clock()
+                rt = select_refresh(await iss.store.find(chosen.group, None), want, now)
+                if rt is None:
+                    raise TokenNotFoundError(
+                        f"the refresh token of subject {chosen.subject!r} is gone"
+                    )
+                return await self._refresh_with(rt, want, resource, now)
+            finally:
+                await store_lock.release()
+
+    async def _refresh_with(
         self, rt: Token, want: frozenset[str] | None, resource: str | None, now: float
     ) -> AccessToken:
         iss = self.issuer
         try:
-            response = await iss.token_request(
-                refresh_form(rt.value, want, resource), want if want else rt.scopes
+            response = await iss.request_token(
+                refresh_form(rt.value, want, resource),
+                want if want else rt.scopes,
+                replay_safe=False,
             )
         except InvalidGrant:
             logger.info("refresh token %s rejected (invalid_grant): removed", rt.short_hash)
             await iss.store.delete(rt.token_hash)
             await self._drop_children(rt)
+            iss.emit("removed", rt.subject, rt.scopes, token_hash=rt.token_hash)
             raise
         if response.refresh_token and response.refresh_token != rt.value:
             rotated = rt.replace(
@@ -589,7 +749,16 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             )
             await iss.store.replace(rt.token_hash, rotated)
             logger.debug("refresh token %s rotated to %s", rt.short_hash, rotated.short_hash)
-        return await self._store_response(response, rt.subject, resource, now, rt, want)
+            iss.emit(
+                "rotated",
+                rt.subject,
+                rt.scopes,
+                token_hash=rotated.token_hash,
+                previous_hash=rt.token_hash,
+            )
+        token = await self._store_response(response, rt.subject, resource, now, rt, want)
+        iss.emit("refreshed", rt.subject, token.scopes, token_hash=token.token_hash)
+        return token
 
     async def _drop_children(self, rt: Token) -> None:
         page = await self.list(subject=rt.subject)

@@ -3,6 +3,7 @@
 from ._base import (
     AsyncStoreAdapter,
     AsyncTokenStore,
+    LockingTokenStore,
     Page,
     TokenQuery,
     TokenStatus,
@@ -17,6 +18,7 @@ __all__ = [
     "AsyncStoreAdapter",
     "AsyncTokenStore",
     "DiskStore",
+    "LockingTokenStore",
     "MemoryStore",
     "Page",
     "TokenQuery",

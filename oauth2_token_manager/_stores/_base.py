@@ -18,6 +18,12 @@ every store follows (the contract test suite ``tests/store_contract.py`` checks 
 - Failures raise ``StoreError`` (never return "not found" for a failure): callers treat a
   failing revocation check as revoked (fail closed).
 
+A store shared by processes (``DiskStore``, ``RedisStore``) also offers a cross-process lock
+with a lease, so that one token request is made for a key across processes:
+``try_lock(name, owner, lease) -> bool`` (take it if free or its lease ran out),
+``renew_lock(name, owner, lease) -> bool`` and ``unlock(name, owner)`` (both only for the
+owner that holds it: compare-and-delete). ``LockingTokenStore`` is that protocol.
+
 A store private to one process may also expose ``version``, an int that changes on every
 write (``MemoryStore`` does); ``TokenAuth`` then reuses the token it read while the version is
 unchanged instead of asking the store on every request. Shared stores must not have it.
@@ -36,8 +42,10 @@ from typing import Literal, Protocol, cast, runtime_checkable
 from .._models import GroupKey, Token, TokenKind
 
 __all__ = [
+    "AsyncLockingStoreAdapter",
     "AsyncStoreAdapter",
     "AsyncTokenStore",
+    "LockingTokenStore",
     "Page",
     "TokenQuery",
     "TokenStatus",
@@ -119,6 +127,19 @@ class TokenStore(Protocol):
 
     def expunge_expired(self, now: float) -> int:
         """Remove tokens expired at ``now``; return how many were removed."""
+
+
+class LockingTokenStore(TokenStore, Protocol):
+    """A ``TokenStore`` shared by processes, with a cross-process lock."""
+
+    def try_lock(self, name: str, owner: str, lease: float) -> bool:
+        """Take lock ``name`` for ``lease`` seconds if it is free or its lease ran out."""
+
+    def renew_lock(self, name: str, owner: str, lease: float) -> bool:
+        """Extend the lease if ``owner`` still holds the lock."""
+
+    def unlock(self, name: str, owner: str) -> None:
+        """Release the lock if ``owner`` holds it."""
 
 
 @runtime_checkable
@@ -210,6 +231,25 @@ class AsyncStoreAdapter:
         return self.sync.expunge_expired(now)
 
 
+class AsyncLockingStoreAdapter(AsyncStoreAdapter):
+    """``AsyncStoreAdapter`` for a sync store with a cross-process lock."""
+
+    __slots__ = ()
+    sync: LockingTokenStore
+
+    async def try_lock(self, name: str, owner: str, lease: float) -> bool:
+        """See ``LockingTokenStore.try_lock``."""
+        return self.sync.try_lock(name, owner, lease)
+
+    async def renew_lock(self, name: str, owner: str, lease: float) -> bool:
+        """See ``LockingTokenStore.renew_lock``."""
+        return self.sync.renew_lock(name, owner, lease)
+
+    async def unlock(self, name: str, owner: str) -> None:
+        """See ``LockingTokenStore.unlock``."""
+        self.sync.unlock(name, owner)
+
+
 def async_store(
     store: AsyncTokenStore | TokenStore | None, clock: Callable[[], float]
 ) -> AsyncTokenStore:
@@ -222,6 +262,8 @@ def async_store(
     # Both protocols have the same method names: tell them apart by the coroutine functions.
     if inspect.iscoroutinefunction(store.put):
         return cast(AsyncTokenStore, store)
+    if hasattr(store, "try_lock"):
+        return AsyncLockingStoreAdapter(cast(LockingTokenStore, store))
     return AsyncStoreAdapter(cast(TokenStore, store))
 
 

@@ -37,6 +37,7 @@ __all__ = ["DiskStore", "default_directory"]
 
 _DB_NAME = "cache.db"  # diskcache's file name
 _DB_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
+_LOCK_PREFIX = "l:"  # + a name derived from the cache key (no token value in it)
 _GROUP_PREFIX = "g:"  # sorts before "h:", "r:" and "x:": ``_group_keys`` relies on it
 
 
@@ -176,6 +177,28 @@ class DiskStore(KVStore):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- the cross-process lock (LockingTokenStore) ------------------------------------------
+
+    def try_lock(self, name: str, owner: str, lease: float) -> bool:
+        """Take lock ``name`` for ``lease`` seconds if free or its lease ran out (atomic add)."""
+        try:
+            return bool(self._cache.add(_LOCK_PREFIX + name, owner, expire=lease))
+        except _DB_ERRORS as exc:
+            raise StoreError(f"token store failed: {exc}") from exc
+
+    def renew_lock(self, name: str, owner: str, lease: float) -> bool:
+        """Extend the lease if ``owner`` still holds the lock."""
+        with self._transaction():
+            if self._cache.get(_LOCK_PREFIX + name) != owner:
+                return False
+            return bool(self._cache.touch(_LOCK_PREFIX + name, expire=lease))
+
+    def unlock(self, name: str, owner: str) -> None:
+        """Release the lock if ``owner`` holds it (compare and delete in one transaction)."""
+        with self._transaction():
+            if self._cache.get(_LOCK_PREFIX + name) == owner:
+                self._cache.delete(_LOCK_PREFIX + name)
 
     def expunge_expired(self, now: float) -> int:
         """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.

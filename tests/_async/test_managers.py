@@ -122,7 +122,7 @@ async def test_client_credentials_then_served_from_store(make: Any, client_id: s
 
 async def test_token_near_expiry_is_replaced(make: Any) -> None:
     """Within the leeway of expiry a new token is fetched; before it, the stored one is used."""
-    s = await make(leeway=60)
+    s = await make(leeway=60, refresh_ahead=0)
     token = await s.access.get(scopes=["api:read"])
     assert token.expires_at is not None
     s.clock.now = token.expires_at - 61

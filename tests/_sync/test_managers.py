@@ -123,7 +123,7 @@ def test_client_credentials_then_served_from_store(make: Any, client_id: str) ->
 
 def test_token_near_expiry_is_replaced(make: Any) -> None:
     """Within the leeway of expiry a new token is fetched; before it, the stored one is used."""
-    s = make(leeway=60)
+    s = make(leeway=60, refresh_ahead=0)
     token = s.access.get(scopes=["api:read"])
     assert token.expires_at is not None
     s.clock.now = token.expires_at - 61

@@ -1,0 +1,69 @@
+"""Proof against the real authorization server (rotation on): many callers that find the same
+token expired at once make exactly one token request per cache key and see no invalid_grant,
+whether they are tasks, threads, or processes sharing a DiskStore; a SIGKILLed lock holder
+delays the others by one lease at most."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _authserver import AuthServer, start_auth_server
+from _concurrency import (
+    Outcome,
+    disk_recipe,
+    run_killed_holder,
+    run_processes,
+    run_tasks,
+    run_threads,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rotating_server() -> Iterator[AuthServer]:
+    """A server that rotates refresh tokens and answers token requests 100 ms late (so that
+    every caller arrives while the first request is in flight)."""
+    with start_auth_server(rotate_refresh_token=True, AS_TOKEN_DELAY_MS=100) as server:
+        yield server
+
+
+def check(outcome: Outcome, scope_sets: int) -> None:
+    """One request per scope set, no invalid_grant, every caller served the scopes it asked."""
+    assert outcome.failures == []
+    assert outcome.token_requests == scope_sets
+    assert outcome.invalid_grants == 0
+    assert outcome.wrong_scopes == 0
+
+
+@pytest.mark.parametrize("scope_sets", [1, 4])
+def test_asyncio_tasks(rotating_server: AuthServer, scope_sets: int) -> None:
+    """200 tasks: one refresh per scope set, and the event loop never stalls for long."""
+    outcome = run_tasks(rotating_server, callers=200, scope_sets=scope_sets)
+    check(outcome, scope_sets)
+    assert outcome.max_stall_ms is not None and outcome.max_stall_ms < 50
+
+
+@pytest.mark.parametrize("scope_sets", [1, 4])
+def test_threads(rotating_server: AuthServer, scope_sets: int) -> None:
+    """64 threads: one refresh per scope set."""
+    check(run_threads(rotating_server, callers=64, scope_sets=scope_sets), scope_sets)
+
+
+@pytest.mark.parametrize("scope_sets", [1, 4])
+def test_processes_on_one_disk_store(
+    rotating_server: AuthServer, tmp_path: Path, scope_sets: int
+) -> None:
+    """8 processes sharing a DiskStore: one refresh per scope set."""
+    outcome = run_processes(rotating_server, disk_recipe(tmp_path), 8, scope_sets)
+    check(outcome, scope_sets)
+
+
+def test_killed_disk_lock_holder(rotating_server: AuthServer, tmp_path: Path) -> None:
+    """A SIGKILLed holder of the disk lock delays the others by about its lease; then one
+    refresh serves them all with the refresh token still in the store."""
+    outcome = run_killed_holder(rotating_server, disk_recipe(tmp_path), lease=1.5)
+    check(outcome, 1)
+    assert 0.5 < outcome.seconds < 10

@@ -1,0 +1,155 @@
+"""Unit tests of the retry rules, option validation and the concurrency primitives."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pytest
+
+from oauth2_token_manager import (
+    ConfigurationError,
+    HTTPStatusError,
+    InvalidGrant,
+    InvalidResponseError,
+    IssuerOptions,
+    TransportError,
+)
+from oauth2_token_manager._retry import (
+    RetryPolicy,
+    is_transient,
+    reached_server,
+    retry_after,
+    retry_delay,
+)
+from oauth2_token_manager._synchronization import AsyncBackground, AsyncLock, Background, Lock
+
+
+@pytest.mark.parametrize(
+    ("error", "transient", "seen"),
+    [
+        (TransportError("t", "ConnectError: refused"), True, False),
+        (TransportError("t", "ReadTimeout: slow"), True, True),
+        (HTTPStatusError("x", status_code=429), True, False),
+        (HTTPStatusError("x", status_code=503), True, True),
+        (HTTPStatusError("x", status_code=500), False, True),
+        (InvalidGrant("invalid_grant", status_code=400), False, True),
+        (InvalidResponseError("bad body"), False, True),
+    ],
+)
+def test_failure_classes(error: Exception, transient: bool, seen: bool) -> None:
+    """Which failures are transient, and which may have reached the server."""
+    assert is_transient(error) is transient  # type: ignore[arg-type]
+    assert reached_server(error) is seen  # type: ignore[arg-type]
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    """Retry-After is read as delta seconds or an HTTP date; garbage is ignored."""
+    assert retry_after({"retry-after": "7"}, 0) == 7
+    assert retry_after({"retry-after": "Thu, 01 Jan 1970 00:00:10 GMT"}, 4) == 6
+    assert retry_after({"retry-after": "soon"}, 0) is None
+    assert retry_after({}, 0) is None
+
+
+def test_retry_delay_backs_off_with_jitter_and_bounds() -> None:
+    """Delays grow exponentially under full jitter, are capped, and stop after the attempts."""
+    policy = RetryPolicy(attempts=4, base_delay=1, max_delay=3)
+    assert [retry_delay(policy, n, None, lambda: 1.0) for n in (1, 2, 3)] == [1, 2, 3]
+    assert retry_delay(policy, 2, None, lambda: 0.5) == 1
+    assert retry_delay(policy, 4, None, lambda: 1.0) is None
+    assert retry_delay(policy, 1, 10, lambda: 1.0) == 10
+    assert retry_delay(policy, 1, 31, lambda: 1.0) is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"leeway": -1},
+        {"scope_match": "fuzzy"},
+        {"min_introspect_interval": -1},
+        {"default_lifetime": 0},
+        {"max_response_bytes": 0},
+        {"refresh_ahead": 1.5},
+        {"failure_cache": -1},
+        {"lock_lease": 0},
+    ],
+)
+def test_invalid_options_are_rejected(options: dict[str, object]) -> None:
+    """Each nonsensical option value is a ConfigurationError."""
+    with pytest.raises(ConfigurationError):
+        IssuerOptions(**options)  # type: ignore[arg-type]
+
+
+def test_retry_policy_rejects_nonsense() -> None:
+    """A policy with no attempt or a negative delay is refused."""
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(base_delay=-1)
+
+
+def test_thread_lock_try_acquire() -> None:
+    """Lock.try_acquire takes a free lock and refuses a held one."""
+    lock = Lock()
+    assert lock.try_acquire()
+    assert not lock.try_acquire()
+    lock.release()
+    with lock:
+        assert not lock.try_acquire()
+
+
+@pytest.mark.anyio
+async def test_async_lock_try_acquire() -> None:
+    """AsyncLock.try_acquire takes a free lock and refuses a held one."""
+    lock = AsyncLock()
+    results: list[bool] = []
+
+    async def other_task() -> None:
+        results.append(lock.try_acquire())
+
+    assert lock.try_acquire()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_task)
+    lock.release()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_task)
+    assert results == [False, True]
+
+
+def test_background_runs_until_the_block_ends_and_survives_errors() -> None:
+    """Background calls its function repeatedly; an exception is logged, not fatal."""
+    calls: list[int] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first tick fails")
+        if len(calls) >= 3:
+            done.set()
+
+    with Background(tick, 0.001):
+        assert done.wait(5)
+    count = len(calls)
+    assert count >= 3
+
+
+@pytest.mark.anyio
+async def test_async_background_runs_until_the_block_ends() -> None:
+    """AsyncBackground calls its coroutine function repeatedly and stops with the block."""
+    calls: list[int] = []
+    done = anyio.Event()
+
+    async def tick() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first tick fails")
+        if len(calls) >= 3:
+            done.set()
+
+    async with AsyncBackground(tick, 0.001):
+        with anyio.fail_after(5):
+            await done.wait()
+    count = len(calls)
+    await anyio.sleep(0.01)
+    assert len(calls) == count

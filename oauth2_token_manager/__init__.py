@@ -103,6 +103,26 @@ __all__ = [
     "token_hash",
 ]
 
+_OPTIONAL = {
+    "RedisStore": ("._sync._redis", "RedisStore"),
+    "AsyncRedisStore": ("._async._redis", "AsyncRedisStore"),
+}
+
+
+def __getattr__(name: str) -> object:
+    """``RedisStore`` and ``AsyncRedisStore`` load redis-py only when asked for (the
+    ``oauth2_token_manager[redis]`` extra)."""
+    if name in _OPTIONAL:
+        import importlib
+
+        module, attribute = _OPTIONAL[name]
+        value = getattr(importlib.import_module(module, __name__), attribute)
+        value.__module__ = __name__
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Show public names as ``oauth2_token_manager.X`` in reprs and docs (as httpx does).
 for _name in __all__:
     _obj = globals()[_name]

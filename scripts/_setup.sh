@@ -15,6 +15,15 @@ if [ ! -f "$stamp" ]; then
   "$VPY" -m pip install --quiet -e ".[dev]"
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+# The tests start private redis-server instances (Debian's package).
+if ! command -v redis-server >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is required (Debian: apt-get install redis-server)" >&2; exit 1
+  fi
+fi
 command -v node >/dev/null || { echo "node (>= 20.18) and npm are required" >&2; exit 1; }
 lock_stamp="tests/authorization_server/node_modules/.ci-$(sha256sum tests/authorization_server/package-lock.json | cut -c1-16)"
 if [ ! -f "$lock_stamp" ]; then

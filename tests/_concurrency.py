@@ -72,10 +72,10 @@ class _StoreRecipe:
     def __call__(self) -> TokenStore:
         if self.kind == "disk":
             return DiskStore(self.where)
-        from oauth2_token_manager import RedisStore  # type: ignore[attr-defined]
+        from oauth2_token_manager._sync._redis import RedisStore
 
         url, prefix = self.where.split("|")
-        return RedisStore(url=url, prefix=prefix)  # type: ignore[no-any-return]
+        return RedisStore(url=url, prefix=prefix)
 
 
 def prepare(server: AuthServer, store: TokenStore, **options: Any) -> None:

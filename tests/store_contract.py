@@ -100,6 +100,23 @@ class StoreContract:
         """A fresh store on ``clock`` without retention."""
         return self.make_store(clock)
 
+    # -- the cross-process lock (stores shared by processes) ---------------------------
+
+    def test_cross_process_lock_is_exclusive_and_owned(self, store: TokenStore) -> None:
+        """A shared store's lock: one owner at a time; only the owner renews or releases."""
+        if not hasattr(store, "try_lock"):
+            pytest.skip("a process-local store needs no cross-process lock")
+        locking: Any = store
+        assert locking.try_lock("key-1", "owner-a", 30)
+        assert not locking.try_lock("key-1", "owner-b", 30)
+        assert locking.try_lock("key-2", "owner-b", 30)  # other names are independent
+        assert not locking.renew_lock("key-1", "owner-b", 30)
+        locking.unlock("key-1", "owner-b")  # not the owner: nothing happens
+        assert not locking.try_lock("key-1", "owner-b", 30)
+        assert locking.renew_lock("key-1", "owner-a", 30)
+        locking.unlock("key-1", "owner-a")
+        assert locking.try_lock("key-1", "owner-b", 30)
+
     # -- protocol, put, get --------------------------------------------------------------
 
     def test_satisfies_the_protocol(self, store: TokenStore) -> None:

@@ -1,6 +1,7 @@
 """Proof against the real authorization server (rotation on): many callers that find the same
 token expired at once make exactly one token request per cache key and see no invalid_grant,
-whether they are tasks, threads, or processes sharing a DiskStore; a SIGKILLed lock holder
+whether they are tasks, threads, or processes sharing a DiskStore or a RedisStore; a SIGKILLed
+lock holder
 delays the others by one lease at most."""
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from _concurrency import (
     run_processes,
     run_tasks,
     run_threads,
+    store_factory,
 )
+from _redis_server import RedisServer, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -65,5 +68,28 @@ def test_killed_disk_lock_holder(rotating_server: AuthServer, tmp_path: Path) ->
     """A SIGKILLed holder of the disk lock delays the others by about its lease; then one
     refresh serves them all with the refresh token still in the store."""
     outcome = run_killed_holder(rotating_server, disk_recipe(tmp_path), lease=1.5)
+    check(outcome, 1)
+    assert 0.5 < outcome.seconds < 10
+
+
+@pytest.mark.parametrize("scope_sets", [1, 4])
+def test_processes_on_one_redis_store(
+    rotating_server: AuthServer,
+    redis_server: RedisServer,  # noqa: F811
+    scope_sets: int,
+) -> None:
+    """8 processes sharing a RedisStore: one refresh per scope set."""
+    recipe = store_factory("redis", f"{redis_server.url}|proof-{scope_sets}:")
+    check(run_processes(rotating_server, recipe, 8, scope_sets), scope_sets)
+
+
+def test_killed_redis_lock_holder(
+    rotating_server: AuthServer,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """A SIGKILLed holder of the Redis lock delays the others by about its lease; then one
+    refresh serves them all."""
+    recipe = store_factory("redis", f"{redis_server.url}|proof-kill:")
+    outcome = run_killed_holder(rotating_server, recipe, lease=1.5)
     check(outcome, 1)
     assert 0.5 < outcome.seconds < 10

@@ -93,3 +93,15 @@ def test_killed_redis_lock_holder(
     outcome = run_killed_holder(rotating_server, recipe, lease=1.5)
     check(outcome, 1)
     assert 0.5 < outcome.seconds < 10
+
+
+def test_asyncio_tasks_on_async_redis_store(
+    rotating_server: AuthServer,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """200 tasks on an AsyncRedisStore (cross-process lock taken with async polling): one
+    refresh, and the event loop keeps running."""
+    recipe = store_factory("redis", f"{redis_server.url}|proof-async:")
+    outcome = run_tasks(rotating_server, callers=200, scope_sets=1, redis=recipe)
+    check(outcome, 1)
+    assert outcome.max_stall_ms is not None and outcome.max_stall_ms < 50

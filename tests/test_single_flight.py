@@ -21,6 +21,14 @@ from oauth2_token_manager import (
 )
 
 ISSUER = "https://as.example"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The async tests here run on asyncio and on trio (through anyio)."""
+    return str(request.param)
+
+
 METADATA = {"token_endpoint": f"{ISSUER}/token"}
 
 
@@ -125,3 +133,30 @@ async def test_cancelled_waiter_leaves_no_lock() -> None:
     assert (await manager.get()).value == "t1"
     assert calls == 1
     assert issuer.locks._entries == {}
+
+
+def test_one_manager_serves_two_event_loops() -> None:
+    """Two threads, each running its own event loop, share one manager: locks never cross
+    loops (no 'bound to a different event loop' errors) and the token is shared."""
+    import asyncio
+
+    server = Server()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(server))
+    issuer = AsyncIssuer(
+        ISSUER, ClientConfig("c", "s"), http=http, discovery=False, metadata=METADATA
+    )
+    manager = AsyncAccessTokenManager(issuer)
+    values: list[str] = []
+
+    async def many() -> None:
+        tokens = await asyncio.gather(*(manager.get(scopes=["x"]) for _ in range(20)))
+        values.extend(t.value for t in tokens)
+
+    threads = [threading.Thread(target=asyncio.run, args=(many(),)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(values) == 40
+    assert server.requests["x"] <= 2  # at most one per loop; usually the second finds it
+    assert len(set(values)) == server.requests["x"]

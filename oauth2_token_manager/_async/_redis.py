@@ -51,6 +51,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool as AsyncBlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -556,10 +557,12 @@ class AsyncRedisStore:
     """Tokens in Redis: shared by processes and hosts, JSON only, with Redis expiries.
 
     Give a client (``redis.asyncio.Redis``; the caller keeps and closes it) or a ``url`` (the
-    store makes the client and ``aclose`` closes it). ``prefix`` starts every key, so several
-    stores can share one database. ``retain_expired`` keeps expired tokens that many seconds
-    after ``expires_at``; ``clock`` is the wall clock (epoch seconds). ``find`` of an exact key
-    is one ``GET``. No ``version`` attribute: other processes write the same keys.
+    store makes the client, on a blocking pool of ``max_connections`` where callers wait up to
+    ``pool_timeout`` seconds for a connection, and ``aclose`` closes it). ``prefix`` starts
+    every key, so several stores can share one database. ``retain_expired`` keeps expired
+    tokens that many seconds after ``expires_at``; ``clock`` is the wall clock (epoch
+    seconds). ``find`` of an exact key is one ``GET``. No ``version`` attribute: other
+    processes write the same keys.
     """
 
     def __init__(
@@ -570,6 +573,8 @@ class AsyncRedisStore:
         prefix: str = "oauth2tm:",
         retain_expired: float = 0.0,
         clock: Callable[[], float] = time.time,
+        max_connections: int = 32,
+        pool_timeout: float = 10.0,
     ) -> None:
         if (client is None) == (url is None):
             raise ValueError("give either a Redis client or a url")
@@ -580,7 +585,12 @@ class AsyncRedisStore:
         self._owns_client = client is None
         if client is None:
             assert url is not None
-            client = AsyncRedis.from_url(url)
+            # A blocking pool: many concurrent callers wait for a connection instead of
+            # failing with "too many connections".
+            pool = AsyncBlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=pool_timeout
+            )
+            client = AsyncRedis(connection_pool=pool)
         self._client = client
         self._prefix = prefix
         self._groups_key = prefix + "groups"

@@ -52,7 +52,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from redis import Redis
+from redis import BlockingConnectionPool, Redis
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -557,10 +557,12 @@ class RedisStore:
     """Tokens in Redis: shared by processes and hosts, JSON only, with Redis expiries.
 
     Give a client (``redis.Redis``; the caller keeps and closes it) or a ``url`` (the
-    store makes the client and ``close`` closes it). ``prefix`` starts every key, so several
-    stores can share one database. ``retain_expired`` keeps expired tokens that many seconds
-    after ``expires_at``; ``clock`` is the wall clock (epoch seconds). ``find`` of an exact key
-    is one ``GET``. No ``version`` attribute: other processes write the same keys.
+    store makes the client, on a blocking pool of ``max_connections`` where callers wait up to
+    ``pool_timeout`` seconds for a connection, and ``close`` closes it). ``prefix`` starts
+    every key, so several stores can share one database. ``retain_expired`` keeps expired
+    tokens that many seconds after ``expires_at``; ``clock`` is the wall clock (epoch
+    seconds). ``find`` of an exact key is one ``GET``. No ``version`` attribute: other
+    processes write the same keys.
     """
 
     def __init__(
@@ -571,6 +573,8 @@ class RedisStore:
         prefix: str = "oauth2tm:",
         retain_expired: float = 0.0,
         clock: Callable[[], float] = time.time,
+        max_connections: int = 32,
+        pool_timeout: float = 10.0,
     ) -> None:
         if (client is None) == (url is None):
             raise ValueError("give either a Redis client or a url")
@@ -581,7 +585,12 @@ class RedisStore:
         self._owns_client = client is None
         if client is None:
             assert url is not None
-            client = Redis.from_url(url)
+            # A blocking pool: many concurrent callers wait for a connection instead of
+            # failing with "too many connections".
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=pool_timeout
+            )
+            client = Redis(connection_pool=pool)
         self._client = client
         self._prefix = prefix
         self._groups_key = prefix + "groups"

@@ -105,3 +105,11 @@ def test_asyncio_tasks_on_async_redis_store(
     outcome = run_tasks(rotating_server, callers=200, scope_sets=1, redis=recipe)
     check(outcome, 1)
     assert outcome.max_stall_ms is not None and outcome.max_stall_ms < 50
+
+
+def test_lease_is_renewed_while_a_slow_request_runs(tmp_path: Path) -> None:
+    """With a 0.3 s lease and a token endpoint answering after 1.2 s, the holder's renewals
+    keep the lock: 4 processes on a DiskStore still make one request."""
+    with start_auth_server(rotate_refresh_token=True, AS_TOKEN_DELAY_MS=1200) as slow:
+        outcome = run_processes(slow, disk_recipe(tmp_path), 4, 1, lock_lease=0.3)
+    check(outcome, 1)

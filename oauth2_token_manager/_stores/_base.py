@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, Protocol, cast, runtime_checkable
 
 from .._models import GroupKey, Token, TokenKind
@@ -51,6 +51,7 @@ __all__ = [
     "TokenStatus",
     "TokenStore",
     "async_store",
+    "newest_first",
     "sync_store",
 ]
 
@@ -70,6 +71,15 @@ class TokenQuery:
     offset: int = 0
     limit: int | None = None
 
+    def matches_group(self, group: GroupKey) -> bool:
+        """Whether a group can hold matching tokens (every filter but status is a group field)."""
+        return (
+            (self.issuer is None or group.issuer == self.issuer)
+            and (self.kind is None or group.kind == self.kind)
+            and (self.client_id is None or group.client_id == self.client_id)
+            and (self.subject is None or group.subject == self.subject)
+        )
+
     def matches(self, token: Token) -> bool:
         """Whether ``token`` passes this filter (paging aside)."""
         if self.issuer is not None and token.issuer != self.issuer:
@@ -85,6 +95,11 @@ class TokenQuery:
         if self.status == "expired":
             return token.expired(self.now)
         return True
+
+
+def newest_first(tokens: Iterable[Token]) -> list[Token]:
+    """Listing order of every store: ``updated_at`` then ``issued_at``, newest first (stable)."""
+    return sorted(tokens, key=lambda t: (t.updated_at, t.issued_at), reverse=True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from typing import Any
 
 from .._exceptions import StoreError, TokenRevokedError
 from .._models import GroupKey, Token, short_hash
-from ._base import Page, TokenQuery
+from ._base import Page, TokenQuery, newest_first
 
 __all__ = ["KVStore"]
 
@@ -54,21 +54,6 @@ def _latest(deadlines: Iterable[float | None]) -> float | None:
             return None
         latest = max(latest, deadline)
     return latest
-
-
-def _newest_first(tokens: Iterable[Token]) -> list[Token]:
-    """Sort by ``updated_at`` then ``issued_at``, newest first (stable for ties)."""
-    return sorted(tokens, key=lambda t: (t.updated_at, t.issued_at), reverse=True)
-
-
-def _group_matches(query: TokenQuery, group: GroupKey) -> bool:
-    """Whether a group can hold tokens matching ``query`` (all but status are group fields)."""
-    return (
-        (query.issuer is None or group.issuer == query.issuer)
-        and (query.kind is None or group.kind == query.kind)
-        and (query.client_id is None or group.client_id == query.client_id)
-        and (query.subject is None or group.subject == query.subject)
-    )
 
 
 class KVStore(abc.ABC):
@@ -279,7 +264,7 @@ class KVStore(abc.ABC):
                 continue
             (kept if self._alive(stored, now) else dropped).append(stored)
         alive = self._alive(token, now)
-        tokens = _newest_first([token, *kept] if alive else kept)
+        tokens = newest_first([token, *kept] if alive else kept)
         self._save_entry(group, scope_key, xkey, tokens)
         self._drop_refs(dropped, xkey)
         if alive:
@@ -326,7 +311,7 @@ class KVStore(abc.ABC):
                 return []
             found = [t for key in record[1] for t in self._tokens_at(self._exact_key(group, key))]
         now = self._now()
-        return _newest_first(t for t in found if self._alive(t, now))
+        return newest_first(t for t in found if self._alive(t, now))
 
     def replace(self, old_hash: str, new: Token) -> None:
         """Rotation in one transaction: store ``new``, then remove ``old_hash``."""
@@ -375,7 +360,7 @@ class KVStore(abc.ABC):
             now = self._now()
             for gkey in self._group_keys():
                 record = self._read_group(gkey)
-                if record is None or not _group_matches(query, record[0]):
+                if record is None or not query.matches_group(record[0]):
                     continue
                 group, scopes = record
                 for scope_key in scopes:

@@ -61,7 +61,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._exceptions import StoreError, TokenRevokedError
 from .._models import GroupKey, Token, token_from_dict
-from .._stores._base import Page, TokenQuery
+from .._stores._base import Page, TokenQuery, newest_first
 
 __all__ = ["RedisStore"]
 
@@ -505,21 +505,6 @@ def _tokens(raw: Any) -> list[Token]:
     return [token_from_dict(item) for item in data]
 
 
-def _newest_first(tokens: list[Token]) -> list[Token]:
-    """Sort by ``updated_at`` then ``issued_at``, newest first (stable for ties)."""
-    return sorted(tokens, key=lambda t: (t.updated_at, t.issued_at), reverse=True)
-
-
-def _group_matches(query: TokenQuery, group: GroupKey) -> bool:
-    """Whether a group can hold tokens matching ``query`` (all but status are group fields)."""
-    return (
-        (query.issuer is None or group.issuer == query.issuer)
-        and (query.kind is None or group.kind == query.kind)
-        and (query.client_id is None or group.client_id == query.client_id)
-        and (query.subject is None or group.subject == query.subject)
-    )
-
-
 def _parse_group(text: str) -> GroupKey:
     """A group from its stored JSON; ``StoreError`` when it is not one."""
     try:
@@ -734,7 +719,7 @@ class RedisStore:
             raws = self._run(self._find_group_script, _group_id(group)[0])
             now = self._clock()
             found = [t for raw in raws for t in _tokens(raw) if self._alive(t, now)]
-            return _newest_first(found)
+            return newest_first(found)
         key = self._prefix + "x:" + _exact_id(group, scope_key)
         try:
             raw = self._client.get(key)
@@ -809,7 +794,7 @@ class RedisStore:
                 group_json = record.pop("group", None)
                 if group_json is None:
                     raise StoreError("stored group entry is malformed")
-                if not _group_matches(query, _parse_group(group_json)):
+                if not query.matches_group(_parse_group(group_json)):
                     continue
                 prefix = self._prefix + "x:" + _text(gid) + ":"
                 keys += [prefix + sid for sid in record]

@@ -43,6 +43,11 @@ def row(name: str, outcome: Outcome) -> str:
         f"{name:<34}{outcome.callers:>8}{outcome.scope_sets:>7}{outcome.token_requests:>10}"
         f"{outcome.invalid_grants:>10}{len(outcome.failures) + outcome.wrong_scopes:>8}"
         f"{outcome.seconds * 1000:>11.0f}{step:>10}{loop:>10}"
+        + (
+            f"  (served {outcome.lock_wait:.2f} s after the dead holder took the lock)"
+            if outcome.lock_wait is not None
+            else ""
+        )
     )
 
 

@@ -8,12 +8,15 @@ server, over a pluggable local store (memory, disk).
 from __future__ import annotations
 
 from ._async._auth import AsyncTokenAuth
+from ._async._claims import AsyncClaimsManager
 from ._async._manager import AsyncAccessTokenManager, AsyncIssuer, AsyncRefreshTokenManager
 from ._client_auth import AuthMethod, ClientConfig
 from ._config import ANY, IssuerOptions
+from ._events import TokenEvent
 from ._exceptions import (
     ConfigurationError,
     HTTPStatusError,
+    IDTokenError,
     InsecureEndpointError,
     InvalidClient,
     InvalidGrant,
@@ -33,20 +36,34 @@ from ._exceptions import (
     UnauthorizedClient,
     UnsupportedAuthMethodError,
     UnsupportedGrantType,
+    UserinfoError,
 )
 from ._metadata import ServerMetadata
-from ._models import AccessToken, GroupKey, RefreshToken, Token, short_hash, token_hash
+from ._models import (
+    AccessToken,
+    GroupKey,
+    IDToken,
+    RefreshToken,
+    Token,
+    UserinfoRecord,
+    short_hash,
+    token_hash,
+)
 from ._protocol import IntrospectionResult, TokenResponse
+from ._retry import RetryPolicy
 from ._stores import (
     AsyncStoreAdapter,
     AsyncTokenStore,
     DiskStore,
+    LockingTokenStore,
     MemoryStore,
     Page,
     TokenQuery,
     TokenStore,
 )
+from ._stores._crypto import generate_encryption_key
 from ._sync._auth import TokenAuth
+from ._sync._claims import ClaimsManager
 from ._sync._manager import AccessTokenManager, Issuer, RefreshTokenManager
 
 __version__ = "0.1.0.dev0"
@@ -56,17 +73,21 @@ __all__ = [
     "AccessToken",
     "AccessTokenManager",
     "AsyncAccessTokenManager",
+    "AsyncClaimsManager",
     "AsyncIssuer",
     "AsyncRefreshTokenManager",
     "AsyncStoreAdapter",
     "AsyncTokenAuth",
     "AsyncTokenStore",
     "AuthMethod",
+    "ClaimsManager",
     "ClientConfig",
     "ConfigurationError",
     "DiskStore",
     "GroupKey",
     "HTTPStatusError",
+    "IDToken",
+    "IDTokenError",
     "InsecureEndpointError",
     "IntrospectionResult",
     "InvalidClient",
@@ -76,6 +97,7 @@ __all__ = [
     "Issuer",
     "IssuerMismatchError",
     "IssuerOptions",
+    "LockingTokenStore",
     "MemoryStore",
     "MetadataError",
     "MissingEndpointError",
@@ -85,11 +107,13 @@ __all__ = [
     "RefreshToken",
     "RefreshTokenManager",
     "ResponseError",
+    "RetryPolicy",
     "RevocationError",
     "ServerMetadata",
     "StoreError",
     "Token",
     "TokenAuth",
+    "TokenEvent",
     "TokenNotFoundError",
     "TokenQuery",
     "TokenResponse",
@@ -99,6 +123,9 @@ __all__ = [
     "UnauthorizedClient",
     "UnsupportedAuthMethodError",
     "UnsupportedGrantType",
+    "UserinfoError",
+    "UserinfoRecord",
+    "generate_encryption_key",
     "short_hash",
     "token_hash",
 ]

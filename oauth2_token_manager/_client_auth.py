@@ -61,6 +61,12 @@ class ClientConfig:
     assertion_lifetime: float = 30.0
     assertion_audience: str = "token_endpoint"
     extra_assertion_claims: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    id_token_signed_response_alg: str = "RS256"
+    """The ID token signing algorithm this client accepts (RFC 7591 / OIDC Registration)."""
+    userinfo_signed_response_alg: str | None = None
+    """The algorithm of signed userinfo answers (``None``: userinfo is plain JSON)."""
+    decryption_keys: Mapping[str, Any] | None = None
+    """A private JWK Set decrypting JWE ID tokens and userinfo (``None``: none expected)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.client_id, str) or not self.client_id:
@@ -77,6 +83,10 @@ class ClientConfig:
             raise UnsupportedAuthMethodError("private_key_jwt needs a private_key")
         if self.assertion_lifetime <= 0:
             raise UnsupportedAuthMethodError("assertion_lifetime must be positive")
+        for name in ("id_token_signed_response_alg", "userinfo_signed_response_alg"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.lower() == "none":
+                raise UnsupportedAuthMethodError(f"{name} 'none' is never accepted")
 
     @property
     def alg(self) -> str | None:
@@ -89,6 +99,8 @@ class ClientConfig:
             parts.append(f"client_secret=<hidden {_fingerprint(self.client_secret)}>")
         if self.private_key:
             parts.append(f"private_key=<hidden {_fingerprint(self.private_key)}>")
+        if self.decryption_keys:
+            parts.append(f"decryption_keys=<hidden {_fingerprint(self.decryption_keys)}>")
         if self.alg:
             parts.append(f"alg={self.alg!r}")
         return f"ClientConfig({', '.join(parts)})"

@@ -51,6 +51,10 @@ class IssuerOptions:
       many seconds get that failure again without a new request (no stampede).
     - ``lock_lease``: the lease of a store's cross-process lock (renewed while held).
     - ``on_event``: a callable receiving every ``TokenEvent``.
+    - ``min_userinfo_refresh_interval``: cached userinfo claims younger than this are reused.
+    - ``claims_retention``: how long ID tokens (after their ``exp``) and userinfo answers are
+      kept; ``expunge_expired`` removes them afterwards.
+    - ``jwks_min_refetch_interval``: an unknown ``kid`` re-fetches the JWKS at most this often.
     - ``clock``: epoch seconds; injected by tests.
     """
 
@@ -71,6 +75,9 @@ class IssuerOptions:
     failure_cache: float = 2.0
     lock_lease: float = 10.0
     on_event: Callable[[TokenEvent], None] | None = None
+    min_userinfo_refresh_interval: float = 30.0
+    claims_retention: float = 30 * 24 * 3600.0
+    jwks_min_refetch_interval: float = 10.0
     clock: Callable[[], float] = time.time
     random: Callable[[], float] = random.random
 

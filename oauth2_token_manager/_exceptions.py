@@ -20,6 +20,8 @@ contain a token value or a client secret: tokens are named by a short SHA-256 pr
     │       ├── InvalidScope
     │       ├── UnauthorizedClient
     │       └── UnsupportedGrantType
+    ├── IDTokenError                  an ID token failed validation (OpenID Connect Core §3.1.3.7)
+    ├── UserinfoError                 a userinfo answer is unusable (type, signature, sub)
     ├── TokenNotFoundError            no usable token and no way to obtain one
     ├── TokenRevokedError             the token is on the local revocation list
     ├── RevocationError               ``delete`` removed the token locally, revocation failed
@@ -31,6 +33,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "HTTPStatusError",
+    "IDTokenError",
     "InsecureEndpointError",
     "InvalidClient",
     "InvalidGrant",
@@ -50,6 +53,7 @@ __all__ = [
     "UnauthorizedClient",
     "UnsupportedAuthMethodError",
     "UnsupportedGrantType",
+    "UserinfoError",
     "oauth2_error_for",
 ]
 
@@ -181,6 +185,18 @@ _OAUTH2_ERRORS: dict[str, type[OAuth2Error]] = {
 def oauth2_error_for(error: str) -> type[OAuth2Error]:
     """The most specific ``OAuth2Error`` class for an RFC 6749 ``error`` code."""
     return _OAUTH2_ERRORS.get(error, OAuth2Error)
+
+
+class IDTokenError(OAuth2TokenManagerError):
+    """An ID token (or a JWT from the issuer) failed validation; nothing was stored."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid ID token: {reason}")
+        self.reason = reason
+
+
+class UserinfoError(OAuth2TokenManagerError):
+    """A userinfo answer is unusable: content type, signature, encryption or ``sub``."""
 
 
 class TokenNotFoundError(OAuth2TokenManagerError, LookupError):

@@ -74,6 +74,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import httpx
+
 from ._exceptions import (
     ConfigurationError,
     HTTPStatusError,
@@ -163,14 +165,16 @@ def check_url(url: str, *, allow_insecure_loopback: bool) -> None:
     """Raise ``InsecureEndpointError`` unless ``url`` is an absolute ``https`` URL.
 
     Plain ``http`` is accepted only for a loopback host (127.0.0.0/8, ``::1``, ``localhost``)
-    and only when ``allow_insecure_loopback`` is true.
+    and only when ``allow_insecure_loopback`` is true. The URL must also be one httpx can
+    request (no control characters, a valid IDNA host...).
     """
     shown = safe_url(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - validates the port
-    except ValueError as exc:
+        httpx.URL(url).host  # noqa: B018 - as a request does: parses, decodes IDNA
+    except (ValueError, httpx.InvalidURL) as exc:  # idna.IDNAError is a ValueError
         raise InsecureEndpointError(f"{shown} is not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if not host:

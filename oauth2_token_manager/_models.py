@@ -13,25 +13,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 from ._exceptions import StoreError
-from ._scopes import canonical
+from ._scopes import canonical, scope_set
 
 __all__ = [
     "AccessToken",
     "GroupKey",
+    "IDToken",
     "RefreshToken",
     "Token",
     "TokenKind",
+    "UserinfoRecord",
     "short_hash",
     "token_from_dict",
     "token_hash",
 ]
 
-TokenKind = Literal["access", "refresh"]
+TokenKind = Literal["access", "refresh", "id", "userinfo"]
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 _T = TypeVar("_T", bound="Token")
 
@@ -210,7 +213,40 @@ class RefreshToken(Token):
     kind: ClassVar[TokenKind] = "refresh"
 
 
-_KINDS: dict[str, type[Token]] = {"access": AccessToken, "refresh": RefreshToken}
+@dataclasses.dataclass(frozen=True, slots=True, repr=False, eq=False)
+class IDToken(Token):
+    """A validated ID token (compact JWT in ``value``). ``claims`` holds its claims;
+    ``expires_at`` is when the *record* goes (the token's ``exp`` plus the retention), since
+    an expired ID token is still needed as ``id_token_hint`` at logout."""
+
+    kind: ClassVar[TokenKind] = "id"
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        """The ID token's claims (validated when it was stored)."""
+        claims = self.extra.get("claims")
+        return claims if isinstance(claims, Mapping) else {}
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False, eq=False)
+class UserinfoRecord(Token):
+    """A subject's userinfo answer (raw body in ``value``), fetched at ``updated_at``."""
+
+    kind: ClassVar[TokenKind] = "userinfo"
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        """The validated userinfo claims."""
+        claims = self.extra.get("claims")
+        return claims if isinstance(claims, Mapping) else {}
+
+
+_KINDS: dict[str, type[Token]] = {
+    "access": AccessToken,
+    "refresh": RefreshToken,
+    "id": IDToken,
+    "userinfo": UserinfoRecord,
+}
 _FIELDS = (
     "value",
     "issuer",
@@ -227,20 +263,53 @@ _FIELDS = (
 )
 
 
+_OPTIONAL_FIELDS = frozenset({"subject", "expires_at", "resource", "introspected_at", "grant_id"})
+_NUMBER_FIELDS = frozenset({"expires_at", "issued_at", "updated_at", "introspected_at"})
+
+
+def _checked(name: str, value: Any) -> Any:
+    """``value`` if it has the type ``to_dict`` writes for ``name``; else ``TypeError``, or
+    ``ValueError`` for a non-finite number (``OverflowError`` for an integer beyond floats)."""
+    if value is None and name in _OPTIONAL_FIELDS:
+        return value
+    if name in _NUMBER_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite")
+    elif not isinstance(value, bool if name == "active" else str):
+        raise TypeError(f"{name} is ill-typed")
+    return value
+
+
+def _scope_field(value: Any) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        raise TypeError("scopes must be a list")
+    return scope_set(value)  # ValueError for anything but scope tokens
+
+
 def token_from_dict(data: Mapping[str, Any]) -> Token:
-    """Rebuild a token from ``to_dict`` output; ``StoreError`` when it is not one."""
+    """Rebuild a token from ``to_dict`` output; ``StoreError`` when it is not one (a missing
+    or ill-typed field, a non-finite number, an invalid scope token)."""
     try:
         cls = _KINDS[data["kind"]]
-        scopes = data.get("scopes")
-        requested = data.get("requested_scopes")
-        kwargs = {name: data[name] for name in _FIELDS if name in data}
+        kwargs = {name: _checked(name, data[name]) for name in _FIELDS if name in data}
+        audience = data.get("audience") or ()
+        extra = data.get("extra") or {}
+        introspection = data.get("introspection")
+        if not isinstance(audience, list | tuple) or not all(isinstance(a, str) for a in audience):
+            raise TypeError("audience must be a list of strings")
+        if not isinstance(extra, Mapping) or not isinstance(introspection, Mapping | None):
+            raise TypeError("extra and introspection must be objects")
         return cls(
             **kwargs,
-            scopes=frozenset(scopes) if scopes is not None else None,
-            requested_scopes=frozenset(requested) if requested is not None else None,
-            audience=tuple(data.get("audience") or ()),
-            extra=data.get("extra") or {},
-            introspection=data.get("introspection"),
+            scopes=_scope_field(data.get("scopes")),
+            requested_scopes=_scope_field(data.get("requested_scopes")),
+            audience=tuple(audience),
+            extra=extra,
+            introspection=introspection,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise StoreError(f"stored token record is malformed: {type(exc).__name__}") from None

@@ -11,14 +11,14 @@ requested (on refresh it narrows the grant); ``resource`` (RFC 8707) when one wa
 
 Token responses (§5.1), liberal in what real servers send:
 
-- ``access_token``: a non-empty string, required.
+- ``access_token``: a non-empty string of printable ASCII (VSCHAR, §A.12), required.
 - ``token_type``: required, compared case-insensitively; ``bearer`` in any case becomes
   ``Bearer``; ``DPoP`` is kept as ``DPoP``; any other type is rejected (we cannot use it).
 - ``expires_in``: optional; a number or a numeric string; must be finite, > 0 and at most ten
   years. Absent means unknown (the manager then asks introspection or uses its default).
 - ``scope``: optional; a space-delimited string (a JSON list of strings is tolerated); absent
   means the requested scope (§5.1), or unknown when none was requested.
-- ``refresh_token``, ``id_token``: optional strings.
+- ``refresh_token`` (printable ASCII, §A.17), ``id_token``: optional strings.
 - The body must be one JSON object without duplicate keys; NaN and Infinity are rejected.
 
 Error responses (§5.2): a JSON object with a string ``error`` becomes the matching
@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -68,6 +69,7 @@ __all__ = [
 TokenTypeHint = Literal["access_token", "refresh_token"]
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 _KNOWN_TOKEN_TYPES = {"bearer": "Bearer", "dpop": "DPoP"}
+_VSCHARS = re.compile(r"[\x20-\x7e]+")  # RFC 6749 §A.12/A.17: tokens must fit in a header
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -212,7 +214,10 @@ def parse_number(value: Any, name: str) -> float:
         value = float(value.strip())
     elif not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise ValueError(f"{name} must be finite") from None
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite")
     return number
@@ -261,6 +266,8 @@ def parse_token_response(
     access = data.get("access_token")
     if not isinstance(access, str) or not access:
         raise bad("has no access_token" if access is None else "has an ill-typed access_token")
+    if not _VSCHARS.fullmatch(access):
+        raise bad("has an access_token with characters other than printable ASCII")
     token_type = data.get("token_type")
     if not isinstance(token_type, str) or not token_type:
         raise bad("has no token_type")
@@ -286,6 +293,8 @@ def parse_token_response(
         id_token = _optional_str(data, "id_token") or None
     except TypeError as exc:
         raise bad(f"is ill-typed: {exc}") from None
+    if refresh is not None and not _VSCHARS.fullmatch(refresh):
+        raise bad("has a refresh_token with characters other than printable ASCII")
     extra = {k: v for k, v in data.items() if k not in _TOKEN_FIELDS}
     return TokenResponse(access, normalised, expires_in, scopes, refresh, id_token, extra)
 

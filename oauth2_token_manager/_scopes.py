@@ -59,8 +59,8 @@ def parse_scope(value: object) -> frozenset[str]:
 
 def canonical(scopes: Iterable[str]) -> str:
     """The canonical string of a scope: sorted tokens joined by a space."""
-    if isinstance(scopes, str):
-        scopes = (scopes,) if " " not in scopes else tuple(scopes.split(" "))
+    if isinstance(scopes, str):  # a scope string; "" is the empty scope (its canonical form)
+        scopes = () if not scopes else (scopes,) if " " not in scopes else tuple(scopes.split(" "))
     key = tuple(scopes)
     cached = _CANONICAL_CACHE.get(key)
     if cached is not None:

@@ -58,6 +58,10 @@ class Outcome:
     """Async only: the longest single task step (how long one caller blocked the loop)."""
     max_iteration_ms: float | None = None
     """Async only: the longest loop iteration (all steps that were ready at once)."""
+    first_done: float | None = None
+    """Processes only: when the first caller had its token (``time.perf_counter``)."""
+    lock_wait: float | None = None
+    """Killed holder only: from the dead holder taking the lock to the first caller served."""
 
 
 def client(server: AuthServer) -> ClientConfig:
@@ -328,14 +332,16 @@ def run_processes_after(
         proc.join(timeout=30)
     seconds = max(r[2] for r in raw) - start
     results = [(i, frozenset(r) if isinstance(r, list) else r) for i, r, _ in raw]
-    return _outcome(server, results, scope_sets, seconds)
+    outcome = _outcome(server, results, scope_sets, seconds)
+    outcome.first_done = min(r[2] for r in raw)
+    return outcome
 
 
 # --- a holder killed while holding the lock ----------------------------------------------
 
 
 def _hold_and_die(
-    issuer_url: str, secret: str, recipe: _StoreRecipe, ready: Any, lease: float
+    issuer_url: str, secret: str, recipe: _StoreRecipe, ready: Any, taken: Any, lease: float
 ) -> None:
     issuer = Issuer(
         issuer_url,
@@ -347,6 +353,7 @@ def _hold_and_die(
     group = GroupKey("access", issuer_url, CLIENT_ID, SUBJECT, "")
     lock = issuer.store_lock((group, normalize(["api:read"])[1]))
     lock.acquire()
+    taken.value = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
     ready.set()
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -356,21 +363,26 @@ def run_killed_holder(
 ) -> Outcome:
     """A process takes the key's store lock and is SIGKILLed; then ``callers`` processes ask.
 
-    Their wait (``seconds``) includes what was left of the dead holder's lease.
+    ``lock_wait`` is the time from the dead holder taking the lock to the first caller served:
+    at least the lease.
     """
     assert isinstance(recipe, _StoreRecipe)
     prepare(server, recipe())
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
+    taken = ctx.Value("d", 0.0)
     holder = ctx.Process(
         target=_hold_and_die,
-        args=(server.issuer, server.client_secret(CLIENT_ID) or "", recipe, ready, lease),
+        args=(server.issuer, server.client_secret(CLIENT_ID) or "", recipe, ready, taken, lease),
     )
     holder.start()
     assert ready.wait(60)
     holder.join(30)
     assert holder.exitcode == -signal.SIGKILL
-    return run_processes_after(server, recipe, callers, 1, lease)
+    outcome = run_processes_after(server, recipe, callers, 1, lease)
+    assert outcome.first_done is not None
+    outcome.lock_wait = outcome.first_done - taken.value
+    return outcome
 
 
 def disk_recipe(directory: Path) -> Callable[[], TokenStore]:

@@ -117,6 +117,39 @@ class StoreContract:
         locking.unlock("key-1", "owner-a")
         assert locking.try_lock("key-1", "owner-b", 30)
 
+    # -- OpenID Connect records (ID tokens, userinfo) ------------------------------------
+
+    def test_id_token_and_userinfo_records_round_trip(self, store: TokenStore) -> None:
+        """ID tokens and userinfo answers are stored, found by their group and listed by kind
+        like tokens, and come back equal (claims included)."""
+        from oauth2_token_manager._models import IDToken, UserinfoRecord
+
+        id_token = IDToken(
+            "header.payload.signature",
+            ISSUER,
+            "client-1",
+            subject="alice",
+            expires_at=START + 3600,
+            issued_at=START,
+            extra={"claims": {"sub": "alice"}},
+        )
+        userinfo = UserinfoRecord(
+            '{"sub": "alice"}',
+            ISSUER,
+            "client-1",
+            subject="alice",
+            expires_at=START + 3600,
+            updated_at=START,
+            extra={"claims": {"sub": "alice"}},
+        )
+        store.put(id_token)
+        store.put(userinfo)
+        assert store.find(id_token.group, None) == [id_token]
+        assert store.find(userinfo.group, None) == [userinfo]
+        assert isinstance(store.get(id_token.token_hash), IDToken)
+        assert store.list(TokenQuery(kind="id")).items == [id_token]
+        assert store.list(TokenQuery(kind="userinfo", subject="alice")).total == 1
+
     # -- protocol, put, get --------------------------------------------------------------
 
     def test_satisfies_the_protocol(self, store: TokenStore) -> None:

@@ -69,7 +69,7 @@ def test_killed_disk_lock_holder(rotating_server: AuthServer, tmp_path: Path) ->
     refresh serves them all with the refresh token still in the store."""
     outcome = run_killed_holder(rotating_server, disk_recipe(tmp_path), lease=1.5)
     check(outcome, 1)
-    assert 0.5 < outcome.seconds < 10
+    assert outcome.lock_wait is not None and 1.5 <= outcome.lock_wait < 15
 
 
 @pytest.mark.parametrize("scope_sets", [1, 4])
@@ -92,7 +92,7 @@ def test_killed_redis_lock_holder(
     recipe = store_factory("redis", f"{redis_server.url}|proof-kill:")
     outcome = run_killed_holder(rotating_server, recipe, lease=1.5)
     check(outcome, 1)
-    assert 0.5 < outcome.seconds < 10
+    assert outcome.lock_wait is not None and 1.5 <= outcome.lock_wait < 15
 
 
 def test_asyncio_tasks_on_async_redis_store(

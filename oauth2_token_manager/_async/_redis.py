@@ -35,6 +35,17 @@ lines are moved as opaque strings, never re-encoded (cjson would round numbers t
 turn ``[]`` into ``{}``). Multi-key reads (``get``, ``find(group, None)``) are read-only scripts:
 one round trip, one consistent snapshot.
 
+With ``encryption_keys`` (see ``_stores/_crypto.py``) each line is instead
+``{"token_hash", "expires_at", "updated_at", "issued_at", "key_id", "encrypted"}``: the fields
+the scripts read stay beside ``encrypted``, the Fernet token of the compact JSON of
+``Token.to_dict()`` (value included), and ``key_id`` names the key that wrote it. So the scripts
+never need a key or a plaintext, ``find`` stays one ``GET`` (plus one decryption per token), and
+a line read back is checked against its clear fields. The scripts get the store's key ids and
+refuse an entry holding a line of another mode or key (``StoreError``, nothing written), so a
+process with a wrong or missing key never mixes lines into an entry the others read. Without
+keys the lines are the plain ones above. Revocations, hash refs and group entries (which name
+the group's issuer, client, subject and resource) hold no token value and stay plain.
+
 Scripts touch keys they compute (from the hash refs and group entries), so the store wants a
 standalone Redis (or a single-slot setup), not Redis Cluster. All processes sharing a prefix
 should use the same ``retain_expired``.
@@ -62,18 +73,28 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._exceptions import StoreError, TokenRevokedError
 from .._models import GroupKey, Token, token_from_dict
 from .._stores._base import Page, TokenQuery, newest_first
+from .._stores._crypto import (
+    ENCRYPTED_WITHOUT_KEY,
+    NOT_ENCRYPTED,
+    WRONG_KEY,
+    Cipher,
+    make_cipher,
+)
 
 __all__ = ["AsyncRedisStore"]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _REF = re.compile(r"[0-9a-f]{64}:[0-9a-f]{64}")
 _BATCH = 256  # groups per script call or MGET in ``list`` and ``expunge_expired``
+_ROTATE_BATCH = 64  # exact entries per MGET and script call in ``rotate_encryption``
+_ROTATE_ROUNDS = 10  # passes over entries a concurrent writer changed meanwhile
 _ERROR_MARK = "OAUTH2TM "  # how the scripts' own errors start
 _NOT_JSON = "the Redis token store holds an entry that is not valid JSON"
 
 # -- Lua ---------------------------------------------------------------------------------------
 
-# Shared by the write scripts: ARGV[1] prefix, ARGV[2] the store's now, ARGV[3] retain_expired.
+# Shared by the write scripts: ARGV[1] prefix, ARGV[2] the store's now, ARGV[3] retain_expired,
+# ARGV[4] the ids of the store's encryption keys, comma-separated ("" without encryption).
 # An overlay of the entries read (``entries``, ``refs``, ``groups``) collects every change;
 # ``flush`` writes them at the end. Deadlines are numbers, ``math.huge`` for never.
 _PRELUDE = r"""
@@ -81,6 +102,9 @@ local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local RETAIN = tonumber(ARGV[3])
 local NEVER = math.huge
+local ENCRYPTED = ARGV[4] ~= ''
+local KIDS = {}
+for id in string.gmatch(ARGV[4], '[^,]+') do KIDS[id] = true end
 
 local function fail(what)
   error({err = 'OAUTH2TM ' .. what})
@@ -120,6 +144,12 @@ local function decode_line(line)
   elseif type(e) ~= 'number' then
     fail('stored token entry is malformed')
   end
+  if ENCRYPTED then
+    if t.encrypted == nil then fail(@NOT_ENCRYPTED@) end
+    if type(t.encrypted) ~= 'string' or not KIDS[t.key_id] then fail(@WRONG_KEY@) end
+  elseif t.encrypted ~= nil then
+    fail(@ENCRYPTED_WITHOUT_KEY@)
+  end
   return {line = line, h = h, e = e, u = u, i = i, t = t}
 end
 
@@ -129,6 +159,7 @@ local function text_or_empty(v)
 end
 
 local function group_json(t)
+  if type(t.kind) ~= 'string' then fail('stored group entry is malformed') end
   return cjson.encode({t.kind, t.issuer, t.client_id, text_or_empty(t.subject),
                        text_or_empty(t.resource)})
 end
@@ -317,12 +348,12 @@ local function flush()
 end
 """
 
-# put / replace: ARGV[4] the token line, ARGV[5] its "gid:sid", ARGV[6] the group's JSON,
-# ARGV[7] (replace only) the old hash ("" for none). Returns 1 when the token is revoked.
+# put / replace: ARGV[5] the token line, ARGV[6] its "gid:sid", ARGV[7] the group's JSON,
+# ARGV[8] (replace only) the old hash ("" for none). Returns 1 when the token is revoked.
 _PUT = r"""
-local item = decode_line(ARGV[4])
-local xs = ARGV[5]
-local old = ARGV[7]
+local item = decode_line(ARGV[5])
+local xs = ARGV[6]
+local old = ARGV[8]
 if revoked(item.h) then return 1 end
 local r = ref(item.h)
 if r.xs and r.xs ~= xs then unlink(item.h) end
@@ -342,7 +373,7 @@ if alive(item) then
   end
   table.insert(kept, pos, item)
 end
-group(string.sub(xs, 1, 64)).json = ARGV[6]
+group(string.sub(xs, 1, 64)).json = ARGV[7]
 save_entry(xs, kept)
 for _, it in ipairs(dropped) do drop_ref(it.h, xs) end
 if alive(item) then
@@ -358,18 +389,18 @@ redis.call('ZREMRANGEBYSCORE', P .. 'groups', '-inf', fmt(NOW))
 return 0
 """
 
-# delete: ARGV[4] the hash. Returns the removed token's line if it was alive.
+# delete: ARGV[5] the hash. Returns the removed token's line if it was alive.
 _DELETE = r"""
-local found = unlink(ARGV[4])
+local found = unlink(ARGV[5])
 flush()
 if found then return found.line end
 return false
 """
 
-# revoke: ARGV[4] the hash, ARGV[5] until; a revocation is never shortened.
+# revoke: ARGV[5] the hash, ARGV[6] until; a revocation is never shortened.
 _REVOKE = r"""
-local h = ARGV[4]
-local untl = tonumber(ARGV[5])
+local h = ARGV[5]
+local untl = tonumber(ARGV[6])
 unlink(h)
 local cur = redis.call('GET', P .. 'r:' .. h)
 if cur then
@@ -382,11 +413,11 @@ if untl > NOW then store(P .. 'r:' .. h, fmt(untl), untl) end
 return 0
 """
 
-# expunge: ARGV[4] the ``now`` expiry is judged at, ARGV[5...] group ids. Returns the count.
+# expunge: ARGV[5] the ``now`` expiry is judged at, ARGV[6...] group ids. Returns the count.
 _EXPUNGE = r"""
-local EXP = tonumber(ARGV[4])
+local EXP = tonumber(ARGV[5])
 local removed = 0
-for k = 5, #ARGV do
+for k = 6, #ARGV do
   local gid = ARGV[k]
   local g = group(gid)
   if not g.exists then g.dirty = true end
@@ -440,6 +471,42 @@ end
 return out
 """
 
+# rotate_encryption: ARGV[1] prefix, then triples ("gid:sid", the entry as read, its re-encrypted
+# form): compare-and-set, keeping the key's expiry. Returns 1 (replaced) or 0 per triple.
+_ROTATE = r"""
+local out = {}
+for k = 2, #ARGV, 3 do
+  local key = ARGV[1] .. 'x:' .. ARGV[k]
+  local done = 0
+  if redis.call('GET', key) == ARGV[k + 1] then
+    local ttl = redis.call('PTTL', key)
+    if ttl == -1 then
+      redis.call('SET', key, ARGV[k + 2])
+      done = 1
+    elseif ttl > 0 then
+      redis.call('SET', key, ARGV[k + 2], 'PX', ttl)
+      done = 1
+    end
+  end
+  out[#out + 1] = done
+end
+return out
+"""
+
+
+def _lua_messages(script: str) -> str:
+    """``script`` with the ``@NAME@`` placeholders of the shared error texts as Lua strings."""
+    for name, text in (
+        ("WRONG_KEY", WRONG_KEY),
+        ("NOT_ENCRYPTED", NOT_ENCRYPTED),
+        ("ENCRYPTED_WITHOUT_KEY", ENCRYPTED_WITHOUT_KEY),
+    ):
+        script = script.replace(f"@{name}@", json.dumps(text))
+    return script
+
+
+_PRELUDE = _lua_messages(_PRELUDE)
+
 # -- helpers -----------------------------------------------------------------------------------
 
 
@@ -484,25 +551,106 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def _line(token: Token) -> str:
-    """The stored form of one token: compact ASCII JSON, never a raw newline."""
-    data = token.to_dict()
-    data["token_hash"] = token.token_hash
+def _compact(data: Any, token: Token) -> str:
+    """Compact ASCII JSON (never a raw newline), or ``StoreError`` naming the token's hash."""
     try:
         return json.dumps(data, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"token {token.short_hash} is not storable as JSON: {exc}") from None
 
 
-def _tokens(raw: Any) -> list[Token]:
-    """The tokens of a stored exact entry; ``StoreError`` when it is not one."""
+def _line(token: Token, cipher: Cipher | None) -> str:
+    """The stored form of one token: plain, or the clear fields the scripts read beside the
+    encrypted payload."""
+    data = token.to_dict()
+    if cipher is None:
+        data["token_hash"] = token.token_hash
+        return _compact(data, token)
+    key_id, sealed = cipher.seal(_compact(data, token).encode())
+    clear = {
+        "token_hash": token.token_hash,
+        "expires_at": token.expires_at,
+        "updated_at": token.updated_at,
+        "issued_at": token.issued_at,
+        "key_id": key_id,
+        "encrypted": sealed,
+    }
+    return _compact(clear, token)
+
+
+def _items(raw: Any) -> list[dict[str, Any]]:
+    """The lines of a stored exact entry, parsed; ``StoreError`` when it is not one."""
     try:
         data = json.loads(raw)
     except (TypeError, ValueError):
         raise StoreError(_NOT_JSON) from None
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise StoreError("stored token entry is malformed: not a list of tokens")
-    return [token_from_dict(item) for item in data]
+    return data
+
+
+def _decrypted(item: dict[str, Any], cipher: Cipher) -> Token:
+    """The token of an encrypted line, checked against the line's clear fields."""
+    if "encrypted" not in item:
+        raise StoreError(NOT_ENCRYPTED)
+    payload = cipher.open(item.get("key_id"), item.get("encrypted"))
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        raise StoreError(_NOT_JSON) from None
+    if not isinstance(data, dict):
+        raise StoreError("stored token entry is malformed: not a token")
+    token = token_from_dict(data)
+    clear = [item.get(name) for name in ("token_hash", "expires_at", "updated_at", "issued_at")]
+    if clear != [token.token_hash, token.expires_at, token.updated_at, token.issued_at]:
+        raise StoreError("stored token entry is inconsistent: clear fields differ from its token")
+    return token
+
+
+def _decoded(items: list[dict[str, Any]], cipher: Cipher | None) -> list[Token]:
+    """The tokens of parsed lines: decrypted when the store has keys."""
+    if cipher is not None:
+        return [_decrypted(item, cipher) for item in items]
+    try:
+        return [token_from_dict(item) for item in items]
+    except StoreError:
+        if any("encrypted" in item for item in items):
+            raise StoreError(ENCRYPTED_WITHOUT_KEY) from None
+        raise
+
+
+def _tokens(raw: Any, cipher: Cipher | None) -> list[Token]:
+    """The tokens of a stored exact entry; ``StoreError`` when it is not one (or when it cannot
+    be decrypted)."""
+    return _decoded(_items(raw), cipher)
+
+
+def _rotated_entry(text: str, cipher: Cipher, encrypt_plaintext: bool) -> tuple[str, int]:
+    """An exact entry with every line another key wrote (or, with ``encrypt_plaintext``, every
+    plain line) encrypted with the first key, and how many lines changed."""
+    if not (text.startswith("[\n") and text.endswith("\n]")):
+        raise StoreError("stored token entry is malformed")
+    lines: list[str] = []
+    changed = 0
+    for line in text[2:-2].split("\n"):
+        line = line.removesuffix(",")
+        if not line:
+            continue
+        [item] = _items("[" + line + "]")
+        if "encrypted" not in item:
+            if not encrypt_plaintext:
+                raise StoreError(NOT_ENCRYPTED)
+            [token] = _decoded([item], None)
+            line = _line(token, cipher)
+        elif item.get("key_id") != cipher.primary_id:
+            token = _decrypted(item, cipher)
+            line = _line(token, cipher)
+        else:
+            lines.append(line)
+            continue
+        lines.append(line)
+        changed += 1
+    return "[\n" + ",\n".join(lines) + "\n]", changed
 
 
 def _parse_group(text: str) -> GroupKey:
@@ -548,6 +696,13 @@ class AsyncRedisStore:
     tokens that many seconds after ``expires_at``; ``clock`` is the wall clock (epoch
     seconds). ``find`` of an exact key is one ``GET``. No ``version`` attribute: other
     processes write the same keys.
+
+    ``encryption_keys`` (Fernet keys, see ``generate_encryption_key``; needs ``cryptography``)
+    encrypts the stored tokens: the first key encrypts, all of them decrypt, and
+    ``rotate_encryption()`` re-encrypts with the first key. Every process sharing a prefix
+    needs keys that decrypt what the others write; one without the right key (or without
+    keys on an encrypted prefix, or with keys on a plain one) gets ``StoreError`` and writes
+    nothing into the entries it cannot read.
     """
 
     def __init__(
@@ -560,6 +715,7 @@ class AsyncRedisStore:
         clock: Callable[[], float] = time.time,
         max_connections: int = 32,
         pool_timeout: float = 10.0,
+        encryption_keys: Sequence[str | bytes] | None = None,
     ) -> None:
         if (client is None) == (url is None):
             raise ValueError("give either a Redis client or a url")
@@ -567,6 +723,8 @@ class AsyncRedisStore:
             raise ValueError("retain_expired must be a non-negative number of seconds")
         if not isinstance(prefix, str):
             raise TypeError("prefix must be a str")
+        self._cipher = make_cipher(encryption_keys)
+        self._key_ids = "" if self._cipher is None else ",".join(self._cipher.key_ids)
         self._owns_client = client is None
         if client is None:
             assert url is not None
@@ -591,9 +749,18 @@ class AsyncRedisStore:
         self._groups_script = register(_GROUPS)
         self._renew_lock_script = register(_RENEW_LOCK)
         self._unlock_script = register(_UNLOCK)
+        self._rotate_script = register(_ROTATE)
 
     def __repr__(self) -> str:
-        return f"AsyncRedisStore(prefix={self._prefix!r}, retain_expired={self._retain})"
+        settings = f"prefix={self._prefix!r}, retain_expired={self._retain}"
+        if self._cipher is not None:
+            settings += f", encryption_keys={self._cipher.described}"
+        return f"AsyncRedisStore({settings})"
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the tokens are stored encrypted (``encryption_keys`` given)."""
+        return self._cipher is not None
 
     @property
     def prefix(self) -> str:
@@ -641,13 +808,15 @@ class AsyncRedisStore:
             raise _failure(exc) from None
 
     async def _write(self, script: AsyncScript, *args: Any) -> Any:
-        """Run a write script with prefix, the store's now and retention as ARGV[1..3]."""
-        return await self._run(script, _number(self._clock()), _number(self._retain), *args)
+        """Run a write script with prefix, the store's now, retention and key ids as
+        ARGV[1..4]."""
+        now, retain = _number(self._clock()), _number(self._retain)
+        return await self._run(script, now, retain, self._key_ids, *args)
 
     async def _put(self, token: Token, old_hash: str) -> None:
         gid_and_sid = _exact_id(token.group, token.scope_key)
         group_json = _group_id(token.group)[1]
-        line = _line(token)
+        line = _line(token, self._cipher)
         if await self._write(self._put_script, line, gid_and_sid, group_json, old_hash):
             raise TokenRevokedError(f"token {token.short_hash} is revoked")
 
@@ -705,7 +874,10 @@ class AsyncRedisStore:
             raise StoreError("stored hash entry is malformed")
         if raw is None:
             return None
-        for token in _tokens(raw):
+        items = _items(raw)
+        if self._cipher is not None:  # decrypt only the line that claims the hash
+            items = [item for item in items if item.get("token_hash") == token_hash]
+        for token in _decoded(items, self._cipher):
             if token.token_hash == token_hash:
                 return token if self._alive(token, self._clock()) else None
         return None
@@ -718,7 +890,7 @@ class AsyncRedisStore:
         if scope_key is None:
             raws = await self._run(self._find_group_script, _group_id(group)[0])
             now = self._clock()
-            found = [t for raw in raws for t in _tokens(raw) if self._alive(t, now)]
+            found = [t for raw in raws for t in _tokens(raw, self._cipher) if self._alive(t, now)]
             return newest_first(found)
         key = self._prefix + "x:" + _exact_id(group, scope_key)
         try:
@@ -728,7 +900,7 @@ class AsyncRedisStore:
         if raw is None:
             return []
         now = self._clock()
-        return [t for t in _tokens(raw) if self._alive(t, now)]
+        return [t for t in _tokens(raw, self._cipher) if self._alive(t, now)]
 
     async def replace(self, old_hash: str, new: Token) -> None:
         """Rotation in one script: store ``new`` and remove ``old_hash`` at the same instant."""
@@ -741,7 +913,7 @@ class AsyncRedisStore:
         line = await self._write(self._delete_script, token_hash)
         if line is None:
             return None
-        [token] = _tokens("[" + _text(line) + "]")
+        [token] = _tokens("[" + _text(line) + "]", self._cipher)
         return token
 
     async def revoke(self, token_hash: str, until: float) -> None:
@@ -806,7 +978,7 @@ class AsyncRedisStore:
                 raise _failure(exc) from None
             for raw in raws:
                 if raw is not None:
-                    for token in _tokens(raw):
+                    for token in _tokens(raw, self._cipher):
                         if self._alive(token, now) and query.matches(token):
                             matches.append(token)
         matches.sort(key=lambda t: (t.updated_at, t.issued_at, t.token_hash), reverse=True)
@@ -829,3 +1001,60 @@ class AsyncRedisStore:
         for chunk in _chunks(gids, _BATCH):
             removed += int(await self._write(self._expunge_script, _number(now), *chunk))
         return removed
+
+    async def rotate_encryption(self, *, encrypt_plaintext: bool = False) -> int:
+        """Re-encrypt with the first key every token another key wrote; return how many were
+        rewritten (0 when all are already under the first key).
+
+        Walks the groups, reads their exact entries (``MGET``, by batches), re-encrypts here,
+        and writes each changed entry back by compare-and-set (one script per batch, keeping
+        the key's expiry); an entry a concurrent writer changed meanwhile is read again. Safe
+        to run again after a failure. ``StoreError`` for a token no key of this store decrypts,
+        or an unencrypted one unless ``encrypt_plaintext`` (the migration of a prefix written
+        without encryption). Old values may survive in Redis persistence files (RDB, AOF)
+        until they are rewritten. ``ValueError`` if the store has no ``encryption_keys``.
+        """
+        cipher = self._cipher
+        if cipher is None:
+            raise ValueError("rotate_encryption() needs a store with encryption_keys")
+        try:
+            gids = await self._client.zrange(self._groups_key, 0, -1)
+        except RedisError as exc:
+            raise _failure(exc) from None
+        pending: list[str] = []
+        for chunk in _chunks(gids, _BATCH):
+            flats = await self._run(self._groups_script, *chunk)
+            for gid, flat in zip(chunk, flats, strict=True):
+                sids = [_text(field) for field in flat[::2]]
+                pending += [_text(gid) + ":" + sid for sid in sids if sid != "group"]
+        rotated = 0
+        for _ in range(_ROTATE_ROUNDS):
+            if not pending:
+                return rotated
+            raced: list[str] = []
+            for chunk in _chunks(pending, _ROTATE_BATCH):
+                try:
+                    raws = await self._client.mget([self._prefix + "x:" + xs for xs in chunk])
+                except RedisError as exc:
+                    raise _failure(exc) from None
+                args: list[Any] = []
+                changes: list[tuple[str, int]] = []
+                for xs, raw in zip(chunk, raws, strict=True):
+                    if raw is None:
+                        continue  # gone since
+                    entry, changed = _rotated_entry(_text(raw), cipher, encrypt_plaintext)
+                    if changed:
+                        args += [xs, raw, entry]
+                        changes.append((xs, changed))
+                if not args:
+                    continue
+                done = await self._run(self._rotate_script, *args)
+                for (xs, changed), replaced in zip(changes, done, strict=True):
+                    if replaced:
+                        rotated += changed
+                    else:
+                        raced.append(xs)
+            pending = raced
+        if pending:
+            raise StoreError("rotate_encryption kept racing concurrent writers; run it again")
+        return rotated

@@ -7,6 +7,12 @@ client id. Values are JSON text encoded here (tokens by ``Token.to_dict``, read 
 exact entries do hold the token values: that is what a token cache is for; the file is 0600 in a
 0700 directory.
 
+With ``encryption_keys`` (see ``_crypto``), an exact entry's value is instead the JSON object
+``{"key_id": ..., "encrypted": <Fernet token of the JSON list of tokens>}``: one encryption per
+entry, so ``find`` stays one ``get`` plus one decryption. Group, hash-ref and revocation entries
+hold no token value and stay plain (a group entry does name its issuer, client, subject,
+resource and scope strings). Without keys the format is the plain one above.
+
 Multi-key updates (put, replace, delete, revoke, expunge) run in ``cache.transact()`` (SQLite
 ``BEGIN IMMEDIATE``), so several processes and threads can share one directory. Entries carry a
 diskcache ``expire=`` of their deadline minus the store's clock.
@@ -22,7 +28,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,6 +37,7 @@ import diskcache
 
 from .._exceptions import StoreError
 from .._models import GroupKey, Token, token_from_dict
+from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, make_cipher
 from ._kv import KVStore
 
 __all__ = ["DiskStore", "default_directory"]
@@ -39,6 +46,8 @@ _DB_NAME = "cache.db"  # diskcache's file name
 _DB_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
 _LOCK_PREFIX = "l:"  # + a name derived from the cache key (no token value in it)
 _GROUP_PREFIX = "g:"  # sorts before "h:", "r:" and "x:": ``_group_keys`` relies on it
+_EXACT_PREFIX = "x:"  # sorts last
+_ROTATE_BATCH = 256  # exact entries per transaction in ``rotate_encryption``
 
 
 def default_directory() -> Path:
@@ -125,6 +134,12 @@ class DiskStore(KVStore):
     ``retain_expired`` keeps expired tokens that many seconds after ``expires_at``; ``clock``
     is the wall clock (epoch seconds). ``find`` of an exact key is one diskcache ``get`` and
     one ``json.loads``. Close it (or use it as a context manager) when done.
+
+    ``encryption_keys`` (Fernet keys, see ``generate_encryption_key``; needs ``cryptography``)
+    encrypts the stored tokens: the first key encrypts, all of them decrypt, and
+    ``rotate_encryption()`` re-encrypts with the first key. A store opened without the right
+    key (or without keys on an encrypted store, or with keys on a plain one) raises
+    ``StoreError`` on every read of a token.
     """
 
     def __init__(
@@ -132,8 +147,11 @@ class DiskStore(KVStore):
         directory: str | os.PathLike[str],
         retain_expired: float = 0.0,
         clock: Callable[[], float] = time.time,
+        *,
+        encryption_keys: Sequence[str | bytes] | None = None,
     ) -> None:
         super().__init__(retain_expired, clock)
+        self._cipher = make_cipher(encryption_keys)
         self._directory = Path(directory).expanduser()
         try:
             _prepare(self._directory)
@@ -150,13 +168,25 @@ class DiskStore(KVStore):
 
     @classmethod
     def default(
-        cls, retain_expired: float = 0.0, clock: Callable[[], float] = time.time
+        cls,
+        retain_expired: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        *,
+        encryption_keys: Sequence[str | bytes] | None = None,
     ) -> DiskStore:
         """A store in the per-user cache directory (see ``default_directory``)."""
-        return cls(default_directory(), retain_expired, clock)
+        return cls(default_directory(), retain_expired, clock, encryption_keys=encryption_keys)
 
     def __repr__(self) -> str:
-        return f"DiskStore({str(self._directory)!r})"
+        if self._cipher is None:
+            return f"DiskStore({str(self._directory)!r})"
+        keys = self._cipher.described
+        return f"DiskStore({str(self._directory)!r}, encryption_keys={keys})"
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the tokens are stored encrypted (``encryption_keys`` given)."""
+        return self._cipher is not None
 
     @property
     def directory(self) -> Path:
@@ -213,6 +243,61 @@ class DiskStore(KVStore):
             raise StoreError(f"token store failed: {exc}") from exc
         return removed
 
+    def rotate_encryption(self, *, encrypt_plaintext: bool = False) -> int:
+        """Re-encrypt with the first key every entry another key wrote; return how many tokens
+        were rewritten (0 when all are already under the first key).
+
+        Entries keep their expiry. A batch of entries per transaction; running it again after
+        a failure or alongside writers is safe (writers encrypt with their own first key).
+        ``StoreError`` for an entry no key of this store decrypts, or an unencrypted one unless
+        ``encrypt_plaintext`` (the migration of a store written without encryption). Old
+        ciphertexts may linger in free pages of the SQLite file until it is vacuumed.
+        ``ValueError`` if the store has no ``encryption_keys``.
+        """
+        cipher = self._cipher
+        if cipher is None:
+            raise ValueError("rotate_encryption() needs a store with encryption_keys")
+        keys = list(self._exact_keys())
+        rotated = 0
+        for start in range(0, len(keys), _ROTATE_BATCH):
+            with self._transaction():
+                for key in keys[start : start + _ROTATE_BATCH]:
+                    try:
+                        text, expire_time = self._cache.get(key, expire_time=True)
+                    except _DB_ERRORS as exc:
+                        raise StoreError(f"token store failed: {exc}") from exc
+                    if text is None:
+                        continue  # removed (or expired) since it was listed
+                    raw = self._loads(text)
+                    if isinstance(raw, list):
+                        if not encrypt_plaintext:
+                            raise StoreError(NOT_ENCRYPTED)
+                        self._decode_plain(raw)  # only well-formed tokens are encrypted
+                        payload = json.dumps(raw, separators=(",", ":")).encode()
+                    elif not isinstance(raw, dict):
+                        raise StoreError("stored token entry is malformed: not a list")
+                    elif raw.get("key_id") == cipher.primary_id:
+                        continue
+                    else:
+                        payload = cipher.open(raw.get("key_id"), raw.get("encrypted"))
+                        raw = self._loads(payload)
+                        self._decode_plain(raw)
+                    expire = None
+                    if expire_time is not None:
+                        expire = expire_time - time.time()  # diskcache's own clock
+                        if expire <= 0:
+                            continue
+                    key_id, token = cipher.seal(payload)
+                    value = json.dumps(
+                        {"key_id": key_id, "encrypted": token}, separators=(",", ":")
+                    )
+                    try:
+                        self._cache.set(key, value, expire=expire)
+                    except _DB_ERRORS as exc:
+                        raise StoreError(f"token store failed: {exc}") from exc
+                    rotated += len(raw)
+        return rotated
+
     # -- KVStore primitives ----------------------------------------------------------------
 
     def _exact_key(self, group: GroupKey, scope_key: str) -> str:
@@ -227,6 +312,13 @@ class DiskStore(KVStore):
     def _revoked_key(self, token_hash: str) -> str:
         return "r:" + token_hash
 
+    @staticmethod
+    def _loads(text: str | bytes) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise StoreError("the token store holds an entry that is not valid JSON") from None
+
     def _read(self, key: Any) -> Any:
         try:
             text = self._cache.get(key)
@@ -234,10 +326,7 @@ class DiskStore(KVStore):
             raise StoreError(f"token store failed: {exc}") from exc
         if text is None:
             return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise StoreError("the token store holds an entry that is not valid JSON") from None
+        return self._loads(text)
 
     def _write(self, key: Any, value: Any, deadline: float | None) -> None:
         expire = None
@@ -277,10 +366,33 @@ class DiskStore(KVStore):
         except _DB_ERRORS as exc:
             raise StoreError(f"token store failed: {exc}") from exc
 
-    def _encode_tokens(self, tokens: tuple[Token, ...]) -> list[dict[str, Any]]:
-        return [t.to_dict() for t in tokens]
+    def _exact_keys(self) -> list[str]:
+        """The keys of all exact entries (database order: they come last)."""
+        try:
+            return [key for key in self._cache.iterkeys() if key.startswith(_EXACT_PREFIX)]
+        except _DB_ERRORS as exc:
+            raise StoreError(f"token store failed: {exc}") from exc
+
+    def _encode_tokens(self, tokens: tuple[Token, ...]) -> Any:
+        items = [t.to_dict() for t in tokens]
+        if self._cipher is None:
+            return items
+        key_id, token = self._cipher.seal(json.dumps(items, separators=(",", ":")).encode())
+        return {"key_id": key_id, "encrypted": token}
 
     def _decode_tokens(self, raw: Any) -> tuple[Token, ...]:
+        if self._cipher is not None:
+            if isinstance(raw, list):
+                raise StoreError(NOT_ENCRYPTED)
+            if not isinstance(raw, dict):
+                raise StoreError("stored token entry is malformed: not an encrypted entry")
+            raw = self._loads(self._cipher.open(raw.get("key_id"), raw.get("encrypted")))
+        elif isinstance(raw, dict) and "encrypted" in raw:
+            raise StoreError(ENCRYPTED_WITHOUT_KEY)
+        return self._decode_plain(raw)
+
+    @staticmethod
+    def _decode_plain(raw: Any) -> tuple[Token, ...]:
         if not isinstance(raw, list):
             raise StoreError("stored token entry is malformed: not a list")
         return tuple(token_from_dict(item) for item in raw)

@@ -21,7 +21,7 @@ the backend has not dropped yet.
 
 Values handed to the primitives are plain data (str, float, None, lists, dicts, tuples) except
 the exact entries, which go through ``_encode_tokens``/``_decode_tokens`` (the memory store keeps
-``Token`` objects, the disk store JSON).
+``Token`` objects, the disk store JSON, Fernet-encrypted when it has ``encryption_keys``).
 """
 
 from __future__ import annotations

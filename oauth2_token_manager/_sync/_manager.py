@@ -15,12 +15,14 @@ the authorization server.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, cast
 
 import httpx
+from joserfc.jwk import KeySet
 
 from .._client_auth import ClientConfig
 from .._config import ANY, AnyType, IssuerOptions
@@ -36,6 +38,7 @@ from .._decide import (
 )
 from .._events import EventKind, TokenEvent, emit
 from .._exceptions import (
+    IDTokenError,
     InvalidGrant,
     OAuth2TokenManagerError,
     ResponseError,
@@ -45,8 +48,10 @@ from .._exceptions import (
     TokenRevokedError,
     TransportError,
 )
+from .._jose import decrypt, secret_key, verify
 from .._metadata import ServerMetadata
-from .._models import AccessToken, GroupKey, RefreshToken, Token, TokenKind, token_hash
+from .._models import AccessToken, GroupKey, IDToken, RefreshToken, Token, TokenKind, token_hash
+from .._oidc import check_id_token_claims, check_refreshed_id_token, is_jwe, unverified_header
 from .._protocol import (
     IntrospectionResult,
     TokenResponse,
@@ -67,6 +72,7 @@ from .._synchronization import sync_sleep
 from ._auth import TokenAuth
 from ._discovery import MetadataCache
 from ._http import read_bounded
+from ._jwks import JWKSCache
 from ._locks import KeyedLocks, StoreLock
 
 __all__ = ["AccessTokenManager", "Issuer", "RefreshTokenManager"]
@@ -117,6 +123,12 @@ class Issuer:
         )
         self.locks: KeyedLocks[tuple[GroupKey, str]] = KeyedLocks()
         self._failures: dict[object, tuple[OAuth2TokenManagerError, float]] = {}
+        self.jwks = JWKSCache(self)
+        self._decryption_keys = (
+            KeySet.import_key_set(cast(Any, dict(client.decryption_keys)))
+            if client.decryption_keys
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"Issuer({self.url!r}, {self.client!r})"
@@ -241,6 +253,88 @@ class Issuer:
                 at=self.options.clock(),
             ),
         )
+
+    # --- OpenID Connect (rules in _oidc) ------------------------------------------------------
+
+    def validate_jwt(
+        self, value: str, algorithms: Collection[str], error: type[OAuth2TokenManagerError]
+    ) -> dict[str, Any]:
+        """Claims of a JWT from the issuer: decrypted (JWE) with the client's keys, signature
+        checked with the client secret (HS*) or the issuer's JWK Set."""
+        if not isinstance(value, str) or not value:
+            raise error("not a JWT")
+        if is_jwe(value):
+            value = decrypt(value, self._decryption_keys, error)
+            if value.count(".") != 2:  # encrypted only (userinfo): the plaintext is JSON
+                try:
+                    claims = json.loads(value)
+                except ValueError:
+                    raise error("the decrypted JWT is neither a JWS nor JSON") from None
+                if not isinstance(claims, dict):
+                    raise error("the decrypted JWT is not a JSON object")
+                return claims
+        alg = str(unverified_header(value).get("alg", ""))
+        if alg.startswith("HS"):
+            if not self.client.client_secret:
+                raise error(f"an {alg} JWT needs the client secret, and there is none")
+            return verify(value, secret_key(self.client.client_secret), algorithms, error)
+        return self.jwks.verify(value, algorithms, error)
+
+    def validate_id_token(
+        self,
+        id_token: str,
+        *,
+        nonce: str | None = None,
+        previous: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The claims of a valid ID token (see ``_oidc``); ``IDTokenError`` otherwise."""
+        claims = self.validate_jwt(
+            id_token, (self.client.id_token_signed_response_alg,), IDTokenError
+        )
+        metadata = self.metadata()
+        check_id_token_claims(
+            claims,
+            issuer=metadata.issuer,
+            client_id=self.client.client_id,
+            now=self.options.clock(),
+            leeway=self.options.leeway,
+            nonce=nonce,
+        )
+        if previous is not None:
+            check_refreshed_id_token(previous, claims)
+        return claims
+
+    def _id_group(self, subject: str) -> GroupKey:
+        return GroupKey("id", self.url, self.client.client_id, subject, "")
+
+    def latest_id_token(self, subject: str | None) -> IDToken | None:
+        """The subject's most recent ID token, even expired (for ``id_token_hint``)."""
+        if subject is None:
+            return None
+        found = self.store.find(self._id_group(subject), None)
+        return cast(IDToken, found[0]) if found else None
+
+    def store_id_token(self, value: str, claims: Mapping[str, Any]) -> IDToken:
+        """Keep a validated ID token as the subject's latest (older ones are dropped)."""
+        now = self.options.clock()
+        subject = str(claims["sub"])
+        older = self.store.find(self._id_group(subject), None)
+        token = IDToken(
+            value=value,
+            issuer=self.url,
+            client_id=self.client.client_id,
+            subject=subject,
+            expires_at=float(claims["exp"]) + self.options.claims_retention,
+            issued_at=float(claims["iat"]),
+            updated_at=now,
+            token_type="ID",
+            extra={"claims": dict(claims)},
+        )
+        self.store.put(token)
+        for old in older:
+            if old.token_hash != token.token_hash:
+                self.store.delete(old.token_hash)
+        return token
 
     def introspect_value(self, value: str, hint: TokenTypeHint | None) -> IntrospectionResult:
         """RFC 7662 introspection of a token value."""
@@ -739,6 +833,12 @@ class AccessTokenManager(_TokenManager):
             self._drop_children(rt)
             iss.emit("removed", rt.subject, rt.scopes, token_hash=rt.token_hash)
             raise
+        id_claims: dict[str, Any] | None = None
+        if response.id_token is not None:  # validated before anything is stored (Core §12.2)
+            previous = iss.latest_id_token(rt.subject)
+            id_claims = iss.validate_id_token(
+                response.id_token, previous=previous.claims if previous is not None else None
+            )
         if response.refresh_token and response.refresh_token != rt.value:
             rotated = rt.replace(
                 value=response.refresh_token,
@@ -758,6 +858,8 @@ class AccessTokenManager(_TokenManager):
                 previous_hash=rt.token_hash,
             )
         token = self._store_response(response, rt.subject, resource, now, rt, want)
+        if response.id_token is not None and id_claims is not None:
+            iss.store_id_token(response.id_token, id_claims)
         iss.emit("refreshed", rt.subject, token.scopes, token_hash=token.token_hash)
         return token
 

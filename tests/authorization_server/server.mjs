@@ -102,6 +102,7 @@ const configuration = {
       allowedPolicy: async () => true,
     },
     revocation: { enabled: true },
+    jwtUserinfo: { enabled: true }, // userinfo as a signed JWT for clients that ask for it
     // Enabled by default in v9; without a `resource` parameter access tokens stay opaque.
     resourceIndicators: { enabled: true },
   },

@@ -1,0 +1,149 @@
+"""``AsyncClaimsManager``: a subject's ID token, userinfo and merged claims (OpenID Connect).
+
+The original library's ``Claims`` module done right: ID tokens are validated before they are
+stored, userinfo answers too (JSON or ``application/jwt``, signed and/or encrypted), the
+userinfo ``sub`` must be the ID token's, and both are removed with the subject
+(``delete_all``) and by ``expunge_expired`` after ``claims_retention``. The rules are in
+``_oidc``; this module only does the I/O around them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import httpx
+
+from .._exceptions import TokenNotFoundError, UserinfoError
+from .._models import GroupKey, IDToken, UserinfoRecord
+from .._oidc import merge_claims, userinfo_format
+from .._protocol import error_from_response
+from ._http import read_bounded
+from ._manager import AsyncAccessTokenManager, AsyncIssuer
+
+__all__ = ["AsyncClaimsManager"]
+
+
+class AsyncClaimsManager:
+    """ID tokens, userinfo and claims of one issuer's subjects.
+
+    Userinfo is called with a valid access token of the subject, obtained (or refreshed)
+    through ``access`` (an access-token manager of the same issuer, made when not given).
+    """
+
+    def __init__(self, issuer: AsyncIssuer, access: AsyncAccessTokenManager | None = None) -> None:
+        self.issuer = issuer
+        self.access = access or AsyncAccessTokenManager(issuer)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.issuer!r})"
+
+    def _group(self, kind: str, subject: str) -> GroupKey:
+        return GroupKey(kind, self.issuer.url, self.issuer.client.client_id, subject, "")
+
+    async def register_id_token(self, id_token: str, *, nonce: str | None = None) -> IDToken:
+        """Validate an ID token (signature, iss, aud/azp, exp, iat, nonce) and keep it as its
+        subject's latest; ``IDTokenError`` and nothing stored when it is not valid."""
+        claims = await self.issuer.validate_id_token(id_token, nonce=nonce)
+        return await self.issuer.store_id_token(id_token, claims)
+
+    async def get_id_token(self, subject: str) -> IDToken:
+        """The subject's latest ID token, even expired (for ``id_token_hint`` at logout)."""
+        token = await self.issuer.latest_id_token(subject)
+        if token is None:
+            raise TokenNotFoundError(f"no ID token for subject {subject!r}")
+        return token
+
+    async def userinfo(self, subject: str) -> dict[str, Any]:
+        """Ask the userinfo endpoint now (with a valid access token of the subject), validate
+        and keep the answer; return its claims."""
+        iss = self.issuer
+        metadata = await iss.metadata()
+        url = metadata.endpoint("userinfo_endpoint")
+        token = await self.access.get(subject)
+        request = httpx.Request(
+            "GET",
+            url,
+            headers={
+                "Authorization": f"Bearer {token.value}",
+                "Accept": "application/json, application/jwt",
+            },
+        )
+        raw = await read_bounded(iss.http, request, iss.options.max_response_bytes)
+        if raw.status_code != 200:
+            raise error_from_response(raw)
+        body = raw.content.decode("utf-8", "replace")
+        if userinfo_format(raw.headers.get("content-type")) == "json":
+            try:
+                claims: Any = json.loads(body)
+            except ValueError:
+                raise UserinfoError(f"userinfo from {raw.url} is not JSON") from None
+            if not isinstance(claims, dict):
+                raise UserinfoError(f"userinfo from {raw.url} is not a JSON object")
+        else:
+            algorithms = (iss.client.userinfo_signed_response_alg or "RS256",)
+            claims = await iss.validate_jwt(body.strip(), algorithms, UserinfoError)
+            if "iss" in claims and claims["iss"] != metadata.issuer:
+                raise UserinfoError("the signed userinfo names another issuer")
+            aud = claims.get("aud")
+            if aud is not None and iss.client.client_id not in (
+                [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+            ):
+                raise UserinfoError("the signed userinfo is for another audience")
+        id_token = await iss.latest_id_token(subject)
+        expected = id_token.claims.get("sub") if id_token is not None else subject
+        if claims.get("sub") != expected:
+            raise UserinfoError(
+                "the userinfo sub is not the ID token's (OpenID Connect Core §5.3.2)"
+            )
+        now = iss.options.clock()
+        old = await iss.store.find(self._group("userinfo", subject), None)
+        record = UserinfoRecord(
+            value=body,
+            issuer=iss.url,
+            client_id=iss.client.client_id,
+            subject=subject,
+            expires_at=now + iss.options.claims_retention,
+            issued_at=now,
+            updated_at=now,
+            token_type="userinfo",
+            extra={"claims": claims},
+        )
+        await iss.store.put(record)
+        for previous in old:
+            if previous.token_hash != record.token_hash:
+                await iss.store.delete(previous.token_hash)
+        return dict(claims)
+
+    async def get_claims(self, subject: str) -> dict[str, Any]:
+        """The subject's claims: the latest ID token's (less protocol claims) merged with
+        userinfo, which is asked again when older than ``min_userinfo_refresh_interval``."""
+        iss = self.issuer
+        id_token = await iss.latest_id_token(subject)
+        found = await iss.store.find(self._group("userinfo", subject), None)
+        record = cast(UserinfoRecord, found[0]) if found else None
+        now = iss.options.clock()
+        if record is None or now - record.updated_at >= iss.options.min_userinfo_refresh_interval:
+            userinfo = await self.userinfo(subject)
+            fetched_at = iss.options.clock()
+        else:
+            userinfo, fetched_at = dict(record.claims), record.updated_at
+        return merge_claims(
+            id_token.claims if id_token is not None else None,
+            id_token.issued_at if id_token is not None else float("-inf"),
+            userinfo,
+            fetched_at,
+        )
+
+    async def delete_all(self, subject: str) -> int:
+        """Forget the subject's ID tokens and userinfo; return how many records went."""
+        removed = 0
+        for kind in ("id", "userinfo"):
+            for record in await self.issuer.store.find(self._group(kind, subject), None):
+                if await self.issuer.store.delete(record.token_hash) is not None:
+                    removed += 1
+        return removed
+
+    async def expunge_expired(self) -> int:
+        """Remove records past their retention (the whole store's expired entries)."""
+        return await self.issuer.store.expunge_expired(self.issuer.options.clock())

@@ -1,0 +1,91 @@
+"""The issuer's JWK Set: fetched from ``jwks_uri`` (or inline ``jwks`` in the metadata),
+cached for an hour, re-fetched when a token names an unknown ``kid`` (key rotation); such
+re-fetches happen at most every ``jwks_min_refetch_interval`` seconds, so a flood of bogus
+``kid`` values does not stampede the server. Shared by ID token, userinfo and any later JWT
+validation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from joserfc.jwk import KeySet
+
+from .._exceptions import MetadataError, OAuth2TokenManagerError
+from .._jose import UnknownKeyError, key_set, verify
+from .._protocol import error_from_response
+from .._synchronization import AsyncLock
+from ._http import read_bounded
+
+if TYPE_CHECKING:
+    from ._manager import AsyncIssuer
+
+__all__ = ["AsyncJWKSCache"]
+
+MAX_AGE = 3600.0
+
+
+class AsyncJWKSCache:
+    """The issuer's signing keys, cached; ``verify`` handles key rotation."""
+
+    def __init__(self, issuer: AsyncIssuer) -> None:
+        self._issuer = issuer
+        self._keys: KeySet | None = None
+        self._fetched_at = float("-inf")
+        self._refetched_at = float("-inf")
+        self._lock = AsyncLock()
+        self.fetches = 0
+        """How many times the JWK Set was fetched (for tests and metrics)."""
+
+    async def keys(self, *, refetch: bool = False) -> KeySet:
+        """The key set; ``refetch`` asks for a fresh copy (rate-limited)."""
+        issuer = self._issuer
+        metadata = await issuer.metadata()
+        inline = metadata.get("jwks")
+        if inline is not None and not metadata.get("jwks_uri"):
+            return key_set(inline)
+        now = issuer.options.clock()
+        if self._keys is not None and not refetch and now - self._fetched_at < MAX_AGE:
+            return self._keys
+        async with self._lock:
+            now = issuer.options.clock()
+            if self._keys is not None:
+                if not refetch and now - self._fetched_at < MAX_AGE:
+                    return self._keys  # another caller fetched it meanwhile
+                if refetch:
+                    if now - self._refetched_at < issuer.options.jwks_min_refetch_interval:
+                        return self._keys  # rate limit on unknown kids: keep what we have
+                    self._refetched_at = now
+            url = metadata.endpoint("jwks_uri")
+            request = httpx.Request("GET", url, headers={"Accept": "application/json"})
+            raw = await read_bounded(issuer.http, request, issuer.options.max_response_bytes)
+            if raw.status_code != 200:
+                raise error_from_response(raw)
+            try:
+                document: Any = json.loads(raw.content)
+            except (ValueError, UnicodeDecodeError):
+                raise MetadataError(f"the JWK Set at {raw.url} is not JSON") from None
+            self._keys = key_set(document)
+            self._fetched_at = now
+            self.fetches += 1
+            return self._keys
+
+    async def verify(
+        self,
+        value: str,
+        algorithms: Collection[str],
+        error: type[OAuth2TokenManagerError],
+    ) -> dict[str, Any]:
+        """The claims of a JWS signed by one of the issuer's keys (one re-fetch on an
+        unknown ``kid``)."""
+        try:
+            return verify(value, await self.keys(), algorithms, error)
+        except UnknownKeyError:
+            pass
+        try:
+            return verify(value, await self.keys(refetch=True), algorithms, error)
+        except UnknownKeyError:
+            raise error("no key of the issuer's JWK Set has the token's kid") from None

@@ -100,17 +100,63 @@ def _record_texts(record: logging.LogRecord) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_secret_in_logs(
-    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+def _no_secret_leaks(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
-    """Fail an integration test whose log records contain an issued token or a secret."""
-    if request.node.get_closest_marker("integration") is None:
-        yield
-        return
+    """Fail any test whose log records or library exception texts contain a secret.
+
+    Secrets: every token the test authorization server issued (seen by the recording
+    clients), the test clients' secrets, and, within each test, the value of every ``Token``
+    and the secret of every ``ClientConfig`` built, and every client assertion signed (values
+    of 8 characters or more, so that short fixtures like "at-1" do not match ordinary text).
+    Exception texts are those of every ``OAuth2TokenManagerError`` created during the test.
+    """
+    from oauth2_token_manager import ClientConfig, OAuth2TokenManagerError, Token
+    from oauth2_token_manager import _client_auth
+
+    made: set[str] = set()
+    texts: list[str] = []
+
+    def remember(value: object) -> None:
+        if isinstance(value, str) and len(value) >= 8:
+            made.add(value)
+
+    token_init = Token.__post_init__
+
+    def token_post_init(self: Token) -> None:
+        token_init(self)
+        remember(self.value)
+
+    config_init = ClientConfig.__post_init__
+
+    def config_post_init(self: ClientConfig) -> None:
+        config_init(self)
+        remember(self.client_secret)
+
+    sign = _client_auth._sign_assertion
+
+    def sign_and_remember(*args: Any, **kwargs: Any) -> str:
+        assertion = sign(*args, **kwargs)
+        remember(assertion)
+        return assertion
+
+    def error_init(self: Exception, *args: Any) -> None:
+        Exception.__init__(self, *args)
+        texts.append(" ".join(str(a) for a in args))
+
+    monkeypatch.setattr(Token, "__post_init__", token_post_init)
+    monkeypatch.setattr(ClientConfig, "__post_init__", config_post_init)
+    monkeypatch.setattr(_client_auth, "_sign_assertion", sign_and_remember)
+    monkeypatch.setattr(OAuth2TokenManagerError, "__init__", error_init)
     caplog.set_level(logging.DEBUG)
     yield
-    secrets = ISSUED | CLIENT_SECRETS
-    for record in caplog.records:
+    secrets = {s for s in ISSUED | CLIENT_SECRETS | made if s}
+    # ``caplog.records`` holds only the current phase (teardown here): read every phase.
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    for record in records:
         for text in _record_texts(record):
-            leaked = [s for s in secrets if s and s in text]
+            leaked = [s for s in secrets if s in text]
             assert not leaked, f"a secret leaked into log record {record.name}: {record.msg!r}"
+    for text in texts:
+        leaked = [s for s in secrets if s in text]
+        assert not leaked, f"a secret leaked into an exception message: {text[:60]!r}..."

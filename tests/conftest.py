@@ -111,8 +111,7 @@ def _no_secret_leaks(
     of 8 characters or more, so that short fixtures like "at-1" do not match ordinary text).
     Exception texts are those of every ``OAuth2TokenManagerError`` created during the test.
     """
-    from oauth2_token_manager import ClientConfig, OAuth2TokenManagerError, Token
-    from oauth2_token_manager import _client_auth
+    from oauth2_token_manager import ClientConfig, OAuth2TokenManagerError, Token, _client_auth
 
     made: set[str] = set()
     texts: list[str] = []

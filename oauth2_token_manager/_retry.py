@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import math
 from collections.abc import Callable, Mapping
 
 from ._exceptions import HTTPStatusError, OAuth2Error, OAuth2TokenManagerError, TransportError
@@ -69,13 +70,14 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit, not to float
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - now)
 
 
 def retry_delay(

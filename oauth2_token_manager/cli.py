@@ -26,8 +26,10 @@ Configuration: a TOML file of named profiles, ``$XDG_CONFIG_HOME/oauth2_token_ma
 Profile fields: ``issuer``, ``client_id``, ``client_secret_env`` (the name of an environment
 variable holding the secret), ``client_secret_file`` (mode 0600 or stricter; a trailing newline
 is stripped), ``auth_method``, ``private_key_file`` (PEM or JSON JWK) and ``signing_alg`` for
-``private_key_jwt``, ``store``, ``scopes``, ``allow_insecure_loopback``, ``leeway``,
-``metadata`` and ``discovery``. Relative paths in the file are relative to the file.
+``private_key_jwt``, ``store``, ``encryption_keys_env`` (the name of an environment variable
+holding the store's Fernet keys, comma-separated, the first one encrypting), ``scopes``,
+``allow_insecure_loopback``, ``leeway``, ``metadata`` and ``discovery``. Relative paths in the
+file are relative to the file.
 
 The profile is chosen by ``-p/--profile``, else ``$OAUTH2_TOKEN_MANAGER_PROFILE``, else the
 file's ``default_profile``, else a profile named ``default`` if there is one. Every field can be
@@ -77,6 +79,7 @@ from . import (
     __version__,
     short_hash,
 )
+from ._stores._disk import default_directory
 
 __all__ = ["main"]
 
@@ -87,7 +90,14 @@ PROFILE_ENV = ENV_PREFIX + "PROFILE"
 
 _AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
 _NEEDS_SECRET = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
-_STRING_FIELDS = ("issuer", "client_id", "client_secret_env", "auth_method", "signing_alg")
+_STRING_FIELDS = (
+    "issuer",
+    "client_id",
+    "client_secret_env",
+    "auth_method",
+    "signing_alg",
+    "encryption_keys_env",
+)
 _PATH_FIELDS = ("client_secret_file", "private_key_file", "store")
 _BOOL_FIELDS = ("allow_insecure_loopback", "discovery")
 _FIELDS = (*_STRING_FIELDS, *_PATH_FIELDS, *_BOOL_FIELDS, "scopes", "leeway", "metadata")
@@ -125,11 +135,27 @@ class Settings:
     private_key_file: Path | None = None
     signing_alg: str | None = None
     store: Path | None = None
+    encryption_keys_env: str | None = None
     scopes: list[str] | None = None
     allow_insecure_loopback: bool = False
     leeway: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     discovery: bool = True
+
+
+def _encryption_keys(settings: Settings, environ: Mapping[str, str]) -> list[str] | None:
+    """The store's Fernet keys from the variable named by ``encryption_keys_env``
+    (comma-separated, the first one encrypts)."""
+    if settings.encryption_keys_env is None:
+        return None
+    raw = environ.get(settings.encryption_keys_env, "")
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    if not keys:
+        raise UsageError(
+            f"the environment variable {settings.encryption_keys_env} (encryption_keys_env) "
+            "is empty or not set"
+        )
+    return keys
 
 
 def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
@@ -929,7 +955,9 @@ def _run(args: argparse.Namespace, secrets: list[str]) -> int:
     if settings.leeway is not None:
         options["leeway"] = settings.leeway
     with contextlib.ExitStack() as stack:
-        store = DiskStore(settings.store) if settings.store else DiskStore.default()
+        keys = _encryption_keys(settings, environ)
+        directory = settings.store or default_directory()
+        store = DiskStore(directory, encryption_keys=keys)
         stack.callback(store.close)
         issuer = Issuer(settings.issuer, client, store=store, **options)
         stack.callback(issuer.close)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _authserver import (
@@ -688,3 +689,33 @@ def test_ambiguous_hash_prefix_and_paging_past_the_end(cli: Cli) -> None:
     assert "8 to 64 hex digits" in assert_one_line_error(short, 2)
     resource = cli.run("register", "-p", "api", "--resource", "https://r", "-", stdin="x")
     assert "--resource applies to access tokens" in assert_one_line_error(resource, 2)
+
+
+def test_encrypted_store_needs_its_keys(
+    auth_server: AuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """encryption_keys_env encrypts the store; without the keys the next run fails in one
+    line (exit 1), never with an empty store."""
+    from oauth2_token_manager import generate_encryption_key
+
+    monkeypatch.setenv("STORE_KEYS", generate_encryption_key())
+    monkeypatch.setenv("CLI_SECRET", auth_server.client_secret("basic-client") or "")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"""
+[profiles.enc]
+issuer = "{auth_server.issuer}"
+client_id = "basic-client"
+client_secret_env = "CLI_SECRET"
+store = "{tmp_path / "store"}"
+encryption_keys_env = "STORE_KEYS"
+allow_insecure_loopback = true
+"""
+    )
+    assert main(["--config", str(config), "token", "-p", "enc", "--scope", "api:read"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.encode() not in (tmp_path / "store" / "cache.db").read_bytes()
+    monkeypatch.setenv("STORE_KEYS", generate_encryption_key())
+    assert main(["--config", str(config), "token", "-p", "enc", "--scope", "api:read"]) == 1
+    err = capsys.readouterr().err
+    assert "decrypt" in err and err.count("\n") == 1

@@ -17,7 +17,7 @@ import httpx
 from .._exceptions import TokenNotFoundError, UserinfoError
 from .._models import GroupKey, IDToken, UserinfoRecord
 from .._oidc import merge_claims, userinfo_format
-from .._protocol import error_from_response
+from .._protocol import _no_duplicates, error_from_response
 from ._http import read_bounded
 from ._manager import AsyncAccessTokenManager, AsyncIssuer
 
@@ -74,10 +74,10 @@ class AsyncClaimsManager:
             raise error_from_response(raw)
         body = raw.content.decode("utf-8", "replace")
         if userinfo_format(raw.headers.get("content-type")) == "json":
-            try:
-                claims: Any = json.loads(body)
+            try:  # duplicate keys are ambiguous (which "sub"?): refused, as everywhere
+                claims: Any = json.loads(body, object_pairs_hook=_no_duplicates)
             except ValueError:
-                raise UserinfoError(f"userinfo from {raw.url} is not JSON") from None
+                raise UserinfoError(f"userinfo from {raw.url} is not JSON or ambiguous") from None
             if not isinstance(claims, dict):
                 raise UserinfoError(f"userinfo from {raw.url} is not a JSON object")
         else:

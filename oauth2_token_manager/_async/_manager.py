@@ -208,9 +208,10 @@ class AsyncIssuer:
         return None
 
     def remember_failure(self, key: object, error: OAuth2TokenManagerError) -> None:
-        """Serve a transient ``error`` to ``key``'s callers for ``failure_cache`` seconds (a
-        failing server is not stampeded; a final error such as ``invalid_grant`` is not kept:
-        its consequence, a removed refresh token, speaks for itself)."""
+        """Serve ``error`` to ``key``'s callers for ``failure_cache`` seconds, so a failing
+        server is not stampeded. Callers keep transient errors and failed refreshes ahead; a
+        final error such as ``invalid_grant`` is not kept (its consequence, a removed refresh
+        token, speaks for itself)."""
         if self.options.failure_cache > 0:
             if len(self._failures) >= 10_000:
                 self._failures.clear()
@@ -741,12 +742,15 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
                 return await self._obtain_locked(group, key, subject, want, match, resource)
             except (ResponseError, TransportError) as exc:
                 iss.emit("failed", subject, want, error=exc)
-                if not is_transient(exc):
-                    raise
-                iss.remember_failure(lock_key, exc)
-                if current is not None:
+                if current is not None and not isinstance(exc, InvalidGrant):
+                    # Refresh ahead is opportunistic: the current token is still valid. The
+                    # failure is logged, sent to on_event and cached (no stampede); a dead
+                    # grant (invalid_grant) is raised, since its tokens are gone.
+                    iss.remember_failure(lock_key, exc)
                     logger.warning("refresh ahead failed (%s): the current token is kept", exc)
                     return cast(AccessToken, current)
+                if is_transient(exc):
+                    iss.remember_failure(lock_key, exc)
                 raise
             finally:
                 await store_lock.release()

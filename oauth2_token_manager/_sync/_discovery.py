@@ -122,6 +122,8 @@ class MetadataCache:
                     allow_insecure_loopback=self._allow_insecure_loopback,
                 )
             except ResponseError as exc:
+                if exc.retry_after is None:  # carry the server's Retry-After, like every endpoint
+                    exc.retry_after = response.headers.get("retry-after")
                 if not document_absent(exc):
                     raise
                 tried.append(str(exc))

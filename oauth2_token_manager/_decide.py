@@ -39,42 +39,41 @@ __all__ = [
     "is_usable",
     "refresh_at",
     "select_access",
+    "select_fresh",
     "select_refresh",
     "usable_until",
 ]
 
 
+def _margins(token: Token, leeway: float, ahead: float) -> tuple[float, float]:
+    """(expiry margin, refresh-ahead margin) in seconds before ``expires_at``: the rule of
+    the module docstring. ``_select`` restates it inline (the hot path of ``get``)."""
+    lifetime = (token.expires_at or 0.0) - token.issued_at
+    margin = leeway
+    if token.issued_at > 0 and lifetime > 0:
+        if lifetime / 2 < leeway:
+            margin = lifetime / 2
+        return margin, max(margin, ahead * lifetime)
+    return margin, margin
+
+
 def expiry_margin(token: Token, leeway: float) -> float:
     """Seconds before ``expires_at`` at which the token stops being handed out."""
-    if token.expires_at is None:
-        return 0.0
-    half = (token.expires_at - token.issued_at) / 2
-    if token.issued_at > 0 and 0 < half < leeway:
-        return half
-    return leeway
+    return 0.0 if token.expires_at is None else _margins(token, leeway, 0.0)[0]
 
 
 def is_usable(token: Token, now: float, leeway: float) -> bool:
-    """Active and not within its expiry margin at ``now`` (on the hot path: kept inline)."""
+    """Active and not within its expiry margin at ``now``."""
     if not token.active:
         return False
-    expires_at = token.expires_at
-    if expires_at is None:
-        return True
-    half = (expires_at - token.issued_at) / 2
-    if token.issued_at > 0 and 0 < half < leeway:
-        return now < expires_at - half
-    return now < expires_at - leeway
+    return token.expires_at is None or now < token.expires_at - expiry_margin(token, leeway)
 
 
 def refresh_at(token: Token, leeway: float, ahead: float) -> float:
     """The moment from which a usable token is due for refresh ahead (inf: never)."""
     if token.expires_at is None or ahead <= 0:
         return float("inf")
-    margin = expiry_margin(token, leeway)
-    if token.issued_at > 0 and token.expires_at > token.issued_at:
-        margin = max(margin, ahead * (token.expires_at - token.issued_at))
-    return token.expires_at - margin
+    return token.expires_at - _margins(token, leeway, ahead)[1]
 
 
 def usable_until(token: Token, leeway: float) -> float:
@@ -88,37 +87,78 @@ def _lifetime_rank(token: Token) -> float:
     return float("inf") if token.expires_at is None else token.expires_at
 
 
+def _select(
+    candidates: Sequence[Token],
+    want: frozenset[str] | None,
+    match: ScopeMatch,
+    now: float,
+    leeway: float,
+    ahead: float,
+) -> tuple[Token | None, bool]:
+    """The best usable token for the request and whether it is due for refresh ahead."""
+    best: Token | None = None
+    best_due = False
+    for token in candidates:
+        if not token.active:
+            continue
+        due = False
+        expires_at = token.expires_at
+        if expires_at is not None:  # _margins, inlined
+            lifetime = expires_at - token.issued_at
+            margin = leeway
+            due_margin = leeway
+            if token.issued_at > 0 and lifetime > 0:
+                if lifetime / 2 < leeway:
+                    margin = due_margin = lifetime / 2
+                if ahead * lifetime > due_margin:
+                    due_margin = ahead * lifetime
+            if now >= expires_at - margin:
+                continue
+            due = ahead > 0 and now >= expires_at - due_margin
+        if want is not None:
+            if match == "exact":
+                requested = token.requested_scopes
+                have = requested if requested is not None else token.scopes
+                if (have or frozenset()) != want:
+                    continue
+            elif not (token.scopes or token.key_scopes or frozenset()) >= want:
+                continue
+        if best is not None:
+            if match == "superset" and want is not None:
+                best_size = len(best.scopes or ())
+                size = len(token.scopes or ())
+                if size > best_size or (
+                    size == best_size and _lifetime_rank(token) <= _lifetime_rank(best)
+                ):
+                    continue
+            elif _lifetime_rank(token) <= _lifetime_rank(best):
+                continue
+        best, best_due = token, due
+    return best, best_due
+
+
 def select_access(
     candidates: Sequence[Token],
     want: frozenset[str] | None,
     match: ScopeMatch,
     now: float,
     leeway: float,
+    ahead: float = 0.0,
 ) -> Token | None:
     """The best usable token for the request, or ``None``."""
-    best: Token | None = None
-    for token in candidates:
-        if not is_usable(token, now, leeway):
-            continue
-        if want is not None:
-            if match == "exact":
-                if (token.key_scopes or frozenset()) != want:
-                    continue
-            elif not (token.scopes or token.key_scopes or frozenset()) >= want:
-                continue
-        if best is None:
-            best = token
-            continue
-        if match == "superset" and want is not None:
-            best_size = len(best.scopes or ())
-            size = len(token.scopes or ())
-            if size != best_size:
-                if size < best_size:
-                    best = token
-                continue
-        if _lifetime_rank(token) > _lifetime_rank(best):
-            best = token
-    return best
+    return _select(candidates, want, match, now, leeway, ahead)[0]
+
+
+def select_fresh(
+    candidates: Sequence[Token],
+    want: frozenset[str] | None,
+    match: ScopeMatch,
+    now: float,
+    leeway: float,
+    ahead: float,
+) -> tuple[Token | None, bool]:
+    """``select_access`` and whether the token is due for refresh ahead (``get``'s path)."""
+    return _select(candidates, want, match, now, leeway, ahead)
 
 
 def select_refresh(
@@ -180,8 +220,8 @@ def decide(
     ahead: float = 0.0,
 ) -> Decision:
     """Choose what ``get`` does from the stored candidates."""
-    token = select_access(access, want, match, now, leeway)
-    if token is not None and now < refresh_at(token, leeway, ahead):
+    token, due = _select(access, want, match, now, leeway, ahead)
+    if token is not None and not due:
         return UseToken(token)
     if subject is None:
         return ClientCredentialsGrant(want)

@@ -31,8 +31,7 @@ from .._decide import (
     Refresh,
     UseToken,
     decide,
-    refresh_at,
-    select_access,
+    select_fresh,
     select_refresh,
 )
 from .._events import EventKind, TokenEvent, emit
@@ -682,11 +681,15 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             self._groups[(subject, resource)] = group
         key = scope_key if match == "exact" else None
         options = iss.options
-        now = options.clock()
-        found = select_access(await iss.store.find(group, key), want, match, now, options.leeway)
-        if found is None:
-            return await self._obtain(group, key, subject, want, match, resource, None)
-        if now >= refresh_at(found, options.leeway, options.refresh_ahead):
+        found, due = select_fresh(
+            await iss.store.find(group, key),
+            want,
+            match,
+            options.clock(),
+            options.leeway,
+            options.refresh_ahead,
+        )
+        if found is None or due:
             return await self._obtain(group, key, subject, want, match, resource, found)
         return cast(AccessToken, found)
 

@@ -8,7 +8,6 @@ fresh prefix; the async store is driven by a loop of its own behind a sync adapt
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import json
@@ -24,14 +23,15 @@ from typing import Any
 
 import pytest
 import redis
+from _loop_driven import LoopDriven
 from _redis_server import RedisServer, redis_server  # noqa: F401
 from cryptography.fernet import Fernet
 from store_contract import START, FakeClock, StoreContract, hashes, make_token
 
 from oauth2_token_manager._async._redis import AsyncRedisStore
 from oauth2_token_manager._exceptions import StoreError
-from oauth2_token_manager._models import GroupKey, Token
-from oauth2_token_manager._stores import DiskStore, Page, TokenQuery, TokenStore
+from oauth2_token_manager._models import Token
+from oauth2_token_manager._stores import DiskStore, TokenQuery, TokenStore
 from oauth2_token_manager._stores._crypto import Cipher, generate_encryption_key
 from oauth2_token_manager._sync._redis import RedisStore
 
@@ -102,67 +102,6 @@ def sample_tokens() -> list[Token]:
         make_token(updated_at=2.0).replace(extra={"id_token": "SECRET-in-extra"}),
         make_token("refresh", subject="bob", scopes=None),
     ]
-
-
-class LoopDriven:
-    """A sync store over an ``AsyncRedisStore``: each call runs on a private event loop."""
-
-    def __init__(self, store: AsyncRedisStore) -> None:
-        self.store = store
-        self.loop = asyncio.new_event_loop()
-
-    def __repr__(self) -> str:
-        return repr(self.store)
-
-    @property
-    def prefix(self) -> str:
-        return self.store.prefix
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.store.aclose())
-        self.loop.close()
-
-    def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.loop.run_until_complete(getattr(self.store, name)(*args, **kwargs))
-
-    def put(self, token: Token) -> None:
-        self._run("put", token)
-
-    def get(self, token_hash: str) -> Token | None:
-        return self._run("get", token_hash)
-
-    def find(self, group: GroupKey, scope_key: str | None) -> list[Token]:
-        return self._run("find", group, scope_key)
-
-    def replace(self, old_hash: str, new: Token) -> None:
-        self._run("replace", old_hash, new)
-
-    def delete(self, token_hash: str) -> Token | None:
-        return self._run("delete", token_hash)
-
-    def revoke(self, token_hash: str, until: float) -> None:
-        self._run("revoke", token_hash, until)
-
-    def is_revoked(self, token_hash: str) -> bool:
-        return self._run("is_revoked", token_hash)
-
-    def list(self, query: TokenQuery) -> Page:
-        return self._run("list", query)
-
-    def expunge_expired(self, now: float) -> int:
-        return self._run("expunge_expired", now)
-
-    def try_lock(self, name: str, owner: str, lease: float) -> bool:
-        return self._run("try_lock", name, owner, lease)
-
-    def renew_lock(self, name: str, owner: str, lease: float) -> bool:
-        return self._run("renew_lock", name, owner, lease)
-
-    def unlock(self, name: str, owner: str) -> None:
-        self._run("unlock", name, owner)
-
-    def rotate_encryption(self, *, encrypt_plaintext: bool = False) -> int:
-        return self._run("rotate_encryption", encrypt_plaintext=encrypt_plaintext)
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,20 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 import redis
 import redis.asyncio
+from _loop_driven import LoopDriven
 from _redis_server import RedisServer, redis_server  # noqa: F401
 from store_contract import FakeClock, StoreContract, hashes, make_token
 
 from oauth2_token_manager._async._redis import AsyncRedisStore
 from oauth2_token_manager._exceptions import StoreError, TokenRevokedError
-from oauth2_token_manager._models import GroupKey, Token
-from oauth2_token_manager._stores import Page, TokenQuery, TokenStore
+from oauth2_token_manager._models import Token
+from oauth2_token_manager._stores import TokenQuery, TokenStore
 from oauth2_token_manager._sync._redis import RedisStore
 
 T = TypeVar("T")
@@ -128,65 +129,6 @@ class TestRedisStoreContract(StoreContract):
 
 
 # -- AsyncRedisStore: the same contract through a loop-driving adapter -------------------------
-
-
-class LoopDriven:
-    """A sync ``TokenStore`` over an ``AsyncRedisStore``: each call runs on a private loop."""
-
-    def __init__(self, store: AsyncRedisStore) -> None:
-        self.store = store
-        self.loop = asyncio.new_event_loop()
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
-
-    @property
-    def prefix(self) -> str:
-        return self.store.prefix
-
-    @property
-    def client(self) -> redis.asyncio.Redis:
-        return self.store.client
-
-    def close(self) -> None:
-        self._run(self.store.aclose())
-        self.loop.close()
-
-    def put(self, token: Token) -> None:
-        self._run(self.store.put(token))
-
-    def get(self, token_hash: str) -> Token | None:
-        return self._run(self.store.get(token_hash))
-
-    def find(self, group: GroupKey, scope_key: str | None) -> list[Token]:
-        return self._run(self.store.find(group, scope_key))
-
-    def replace(self, old_hash: str, new: Token) -> None:
-        self._run(self.store.replace(old_hash, new))
-
-    def delete(self, token_hash: str) -> Token | None:
-        return self._run(self.store.delete(token_hash))
-
-    def revoke(self, token_hash: str, until: float) -> None:
-        self._run(self.store.revoke(token_hash, until))
-
-    def is_revoked(self, token_hash: str) -> bool:
-        return self._run(self.store.is_revoked(token_hash))
-
-    def list(self, query: TokenQuery) -> Page:
-        return self._run(self.store.list(query))
-
-    def expunge_expired(self, now: float) -> int:
-        return self._run(self.store.expunge_expired(now))
-
-    def try_lock(self, name: str, owner: str, lease: float) -> bool:
-        return self._run(self.store.try_lock(name, owner, lease))
-
-    def renew_lock(self, name: str, owner: str, lease: float) -> bool:
-        return self._run(self.store.renew_lock(name, owner, lease))
-
-    def unlock(self, name: str, owner: str) -> None:
-        self._run(self.store.unlock(name, owner))
 
 
 class TestAsyncRedisStoreContract(StoreContract):

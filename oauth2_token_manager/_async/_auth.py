@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .._decide import usable_until
+from .._decide import refresh_at, usable_until
 from .._flows import AsyncAuthFlow
 from .._models import AccessToken
 from .._scopes import normalize
@@ -124,5 +124,10 @@ class AsyncTokenAuth(httpx.Auth):
             return memo[0]
         token = await self.manager.get(self.subject, self.scopes, resource=self.resource)
         if version is not None:  # read before ``get``: a write meanwhile voids the memo
-            self._memo = (token, usable_until(token, issuer.options.leeway), version)
+            options = issuer.options
+            until = min(  # reused until unusable, or until due for refresh ahead
+                usable_until(token, options.leeway),
+                refresh_at(token, options.leeway, options.refresh_ahead),
+            )
+            self._memo = (token, until, version)
         return token

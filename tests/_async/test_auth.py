@@ -229,3 +229,28 @@ async def test_repr_never_shows_the_token(manager: AsyncAccessTokenManager) -> N
     await flow.__anext__()
     assert "token-1" not in repr(auth)
     assert "read" in repr(auth)
+
+
+async def test_reused_token_still_refreshes_ahead(server: AuthServer) -> None:
+    """The token reused across requests is not reused into its refresh-ahead window: the
+    next request there gets a fresh token while the old one is still valid."""
+    clock = FakeClock()
+    issuer = AsyncIssuer(
+        ISSUER,
+        ClientConfig("c", "s"),
+        http=httpx.AsyncClient(transport=httpx.MockTransport(server)),
+        clock=clock,
+        store=MemoryStore(clock=clock),
+        refresh_ahead=0.5,
+        **OPTIONS,
+    )
+    auth = AsyncAccessTokenManager(issuer).auth()
+    flow = auth.async_auth_flow(httpx.Request("GET", "https://api.example"))
+    assert (await flow.__anext__()).headers["Authorization"] == "Bearer token-1"
+    clock.advance(299)  # 600 s tokens: due for refresh ahead after 300 s, usable until 540 s
+    flow = auth.async_auth_flow(httpx.Request("GET", "https://api.example"))
+    assert (await flow.__anext__()).headers["Authorization"] == "Bearer token-1"
+    clock.advance(2)
+    flow = auth.async_auth_flow(httpx.Request("GET", "https://api.example"))
+    assert (await flow.__anext__()).headers["Authorization"] == "Bearer token-2"
+    assert server.issued == 2

@@ -230,3 +230,28 @@ def test_repr_never_shows_the_token(manager: AccessTokenManager) -> None:
     flow.__next__()
     assert "token-1" not in repr(auth)
     assert "read" in repr(auth)
+
+
+def test_reused_token_still_refreshes_ahead(server: AuthServer) -> None:
+    """The token reused across requests is not reused into its refresh-ahead window: the
+    next request there gets a fresh token while the old one is still valid."""
+    clock = FakeClock()
+    issuer = Issuer(
+        ISSUER,
+        ClientConfig("c", "s"),
+        http=httpx.Client(transport=httpx.MockTransport(server)),
+        clock=clock,
+        store=MemoryStore(clock=clock),
+        refresh_ahead=0.5,
+        **OPTIONS,
+    )
+    auth = AccessTokenManager(issuer).auth()
+    flow = auth.sync_auth_flow(httpx.Request("GET", "https://api.example"))
+    assert (flow.__next__()).headers["Authorization"] == "Bearer token-1"
+    clock.advance(299)  # 600 s tokens: due for refresh ahead after 300 s, usable until 540 s
+    flow = auth.sync_auth_flow(httpx.Request("GET", "https://api.example"))
+    assert (flow.__next__()).headers["Authorization"] == "Bearer token-1"
+    clock.advance(2)
+    flow = auth.sync_auth_flow(httpx.Request("GET", "https://api.example"))
+    assert (flow.__next__()).headers["Authorization"] == "Bearer token-2"
+    assert server.issued == 2

@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from ._models import Token
-from ._scopes import ScopeMatch
+from ._scopes import ScopeMatch, scope_string
 
 __all__ = [
     "ClientCredentialsGrant",
@@ -230,7 +230,7 @@ def decide(
         return Refresh(rt, want)
     if token is not None:  # due for refresh ahead, but nothing to refresh it with
         return UseToken(token)
-    scopes = " ".join(sorted(want)) if want is not None else "any scope"
+    scopes = scope_string(want) if want is not None else "any scope"
     return Fail(
         f"no usable access token for subject {subject!r} ({scopes}) "
         f"and no usable refresh token that covers it"

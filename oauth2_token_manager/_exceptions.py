@@ -4,6 +4,8 @@ Every error the library raises on purpose is an ``OAuth2TokenManagerError``. Mes
 contain a token value or a client secret: tokens are named by a short SHA-256 prefix.
 
     OAuth2TokenManagerError
+    ├── InvalidArgumentError          an argument is unusable (also a ValueError), checked
+    │                                 before any request is sent
     ├── ConfigurationError            the client or issuer settings are unusable
     │   ├── InsecureEndpointError     an endpoint is not HTTPS (and not an allowed loopback)
     │   └── UnsupportedAuthMethodError
@@ -35,6 +37,7 @@ __all__ = [
     "HTTPStatusError",
     "IDTokenError",
     "InsecureEndpointError",
+    "InvalidArgumentError",
     "InvalidClient",
     "InvalidGrant",
     "InvalidResponseError",
@@ -60,6 +63,11 @@ __all__ = [
 
 class OAuth2TokenManagerError(Exception):
     """Base of every error raised by this library."""
+
+
+class InvalidArgumentError(OAuth2TokenManagerError, ValueError):
+    """An argument given to the library is unusable (a malformed scope, ...); raised before
+    any request is sent or anything is stored."""
 
 
 class ConfigurationError(OAuth2TokenManagerError, ValueError):

@@ -1,7 +1,8 @@
 """Tokens and their metadata: immutable values whose ``repr`` and ``str`` never show the token.
 
 A token is identified everywhere but in ``.value`` by ``token_hash`` (SHA-256 of the value, hex):
-stores key by it, logs and errors print ``short_hash`` (its first 12 hex digits).
+stores key by it, logs and errors print its first 12 hex digits (``short_hash`` of a value,
+``hash_prefix`` of a hash already computed).
 
 The cache key of a token is its *group* (issuer, client_id, subject or client credentials,
 resource) plus its canonical scope string; every store indexes by it, and the single-flight
@@ -14,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
@@ -29,6 +31,8 @@ __all__ = [
     "Token",
     "TokenKind",
     "UserinfoRecord",
+    "hash_prefix",
+    "is_token_hash",
     "short_hash",
     "token_from_dict",
     "token_hash",
@@ -44,12 +48,25 @@ def token_hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def short_hash(value_or_hash: str) -> str:
-    """A 12-digit prefix of the token's hash, for messages and logs."""
-    digest = value_or_hash
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        digest = token_hash(value_or_hash)
+def short_hash(value: str) -> str:
+    """The first 12 hex digits of a token *value*'s hash, for messages and logs.
+
+    Always hashes: a value that happens to look like a hash is hashed too (use ``hash_prefix``
+    for a hash you already hold)."""
+    return token_hash(value)[:12]
+
+
+def hash_prefix(digest: str) -> str:
+    """The first 12 hex digits of a token *hash* (a ``token_hash`` result), for messages."""
     return digest[:12]
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_token_hash(text: object) -> bool:
+    """Whether ``text`` is a full token hash (64 lowercase hex digits)."""
+    return isinstance(text, str) and _SHA256_HEX.fullmatch(text) is not None
 
 
 class GroupKey(NamedTuple):

@@ -49,7 +49,7 @@ import httpx
 from ._client_auth import ClientConfig, authenticate
 from ._exceptions import HTTPStatusError, InvalidResponseError, OAuth2Error, oauth2_error_for
 from ._http_types import RawResponse
-from ._scopes import parse_scope
+from ._scopes import parse_scope, scope_string
 
 __all__ = [
     "IntrospectionResult",
@@ -81,7 +81,7 @@ def client_credentials_form(
     """Form of a client-credentials grant (RFC 6749 §4.4.2)."""
     form = {"grant_type": "client_credentials"}
     if scopes:
-        form["scope"] = " ".join(sorted(scopes))
+        form["scope"] = scope_string(scopes)
     if resource:
         form["resource"] = resource
     return form
@@ -93,7 +93,7 @@ def refresh_form(
     """Form of a refresh-token grant (RFC 6749 §6); ``scope`` narrows the grant."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if scopes:
-        form["scope"] = " ".join(sorted(scopes))
+        form["scope"] = scope_string(scopes)
     if resource:
         form["resource"] = resource
     return form

@@ -1,13 +1,24 @@
-"""Scopes, by RFC 6749 §3.3.
+"""Scopes, by RFC 6749 §3.3: one canonicaliser, one rule, used for every scope the library
+reads (a caller's argument, a server's answer, a stored record).
 
 Rules stated once here:
 
-- A scope is a list of space-delimited, case-sensitive scope tokens; the order does not matter
-  and duplicates mean nothing: a scope is a *set*.
-- A scope token is one or more characters from ``%x21 / %x23-5B / %x5D-7E``: printable ASCII
-  except space, ``"`` and ``\\``. Anything else is rejected with ``ValueError``.
-- The canonical form of a scope is its tokens sorted and joined by one space; the empty scope's
-  canonical form is ``""``. Stores key tokens by this form.
+- A scope is a set of case-sensitive scope tokens: order and duplicates mean nothing.
+- A scope token is one or more characters from ``%x21 / %x23-5B / %x5D-7E`` (NQCHAR: printable
+  ASCII except space, ``"`` and ``\\``).
+- A scope is given either as a ``str`` or as a collection of ``str``:
+
+  - a ``str`` is an RFC 6749 scope string: space-delimited scope tokens. It is split on spaces;
+    extra spaces (leading, trailing, doubled) are tolerated, since servers send them. ``""`` is
+    the empty scope.
+  - any other iterable holds exactly one scope token per entry. An entry that is not a ``str``,
+    is empty, contains whitespace or a character outside NQCHAR is refused: ``["a b"]`` is an
+    error, not two tokens (one entry, one token, so that a typo never widens a request).
+
+  Anything else raises ``InvalidArgumentError`` (a ``ValueError``); ``parse_scope`` (a server's
+  value) also accepts JSON arrays and raises ``TypeError`` for other JSON types.
+- The canonical form of a scope is its tokens sorted and joined by one space (``scope_string``);
+  the empty scope's is ``""``. Stores key tokens by it, and it is the ``scope`` parameter sent.
 - Matching a stored token against a request: ``exact`` (sets equal, the default) or
   ``superset`` (the stored set contains the requested one). A request of ``None`` matches any
   token. A refresh token may serve a request when its scopes are a superset of the request;
@@ -20,72 +31,92 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
-__all__ = ["ScopeMatch", "canonical", "is_superset", "normalize", "parse_scope", "scope_set"]
+from ._exceptions import InvalidArgumentError
+
+__all__ = [
+    "ScopeMatch",
+    "canonical",
+    "is_superset",
+    "normalize",
+    "parse_scope",
+    "scope_set",
+    "scope_string",
+]
 
 ScopeMatch = Literal["exact", "superset"]
 
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
-# Canonical forms of scope inputs already seen: the hot path of ``get`` canonicalises the
-# caller's scopes on every call. Bounded so that hostile input cannot grow it without limit.
-_CANONICAL_CACHE: dict[tuple[str, ...], str] = {}
-_NORMAL_CACHE: dict[tuple[str, ...], tuple[frozenset[str], str]] = {}
-_CANONICAL_CACHE_MAX = 4096
+# Scope inputs already seen, as (set, canonical string): the hot path of ``get`` canonicalises
+# the caller's scopes on every call. Bounded so that hostile input cannot grow it without limit.
+_CACHE: dict[str | tuple[object, ...], tuple[frozenset[str], str]] = {}
+_CACHE_MAX = 4096
 
 
-def scope_set(scopes: Iterable[str]) -> frozenset[str]:
-    """Validate scope tokens and return them as a set."""
+def _tokens(scopes: str | tuple[object, ...]) -> frozenset[str]:
+    """The rule of the module docstring, uncached."""
+    entries = [t for t in scopes.split(" ") if t] if isinstance(scopes, str) else scopes
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise InvalidArgumentError(
+                f"a scope token must be a string, not {type(entry).__name__}"
+            )
+        if not _SCOPE_TOKEN.fullmatch(entry):
+            raise InvalidArgumentError(f"invalid scope token {entry[:40]!r} (RFC 6749 §3.3)")
+    return frozenset(entries)  # type: ignore[arg-type]  # every entry is a str (checked)
+
+
+def normalize(scopes: str | Iterable[str]) -> tuple[frozenset[str], str]:
+    """A scope as (set of tokens, canonical string), validated; cached for the hot path."""
     if isinstance(scopes, str):
-        scopes = scopes.split(" ")
-    tokens = frozenset(scopes)
-    for token in tokens:
-        if not isinstance(token, str) or not _SCOPE_TOKEN.fullmatch(token):
-            raise ValueError(f"invalid scope token {token!r} (RFC 6749 §3.3)")
-    return tokens
+        key: str | tuple[object, ...] = scopes
+    else:
+        try:
+            key = tuple(scopes)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"a scope is a string or a list of strings, not {type(scopes).__name__}"
+            ) from None
+    try:
+        cached = _CACHE.get(key)
+    except TypeError:  # an unhashable entry: refused below
+        cached = None
+    if cached is not None:
+        return cached
+    tokens = _tokens(key)
+    result = (tokens, " ".join(sorted(tokens)))
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[key] = result
+    return result
+
+
+def scope_set(scopes: str | Iterable[str]) -> frozenset[str]:
+    """The set of scope tokens of ``scopes`` (see the rule above)."""
+    return normalize(scopes)[0]
+
+
+def scope_string(scopes: str | Iterable[str]) -> str:
+    """The canonical string of ``scopes``: sorted tokens joined by one space."""
+    return normalize(scopes)[1]
+
+
+canonical = scope_string
+"""Another name of ``scope_string`` (the stores' word for it)."""
 
 
 def parse_scope(value: object) -> frozenset[str]:
-    """Parse a ``scope`` value from a server (a space-delimited string) into a set.
+    """A ``scope`` value from a server: a scope string or a JSON array of scope tokens.
 
-    Empty strings between several spaces are tolerated (servers send ``"a  b"``); a list of
-    strings is accepted too (some servers send JSON arrays). Other types raise ``TypeError``.
+    Other types raise ``TypeError``; invalid tokens ``InvalidArgumentError`` (a ``ValueError``).
     """
-    if isinstance(value, str):
-        return scope_set(t for t in value.split(" ") if t)
-    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+    if isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(t, str) for t in value)
+    ):
         return scope_set(value)
     raise TypeError(f"scope must be a string, not {type(value).__name__}")
-
-
-def canonical(scopes: Iterable[str]) -> str:
-    """The canonical string of a scope: sorted tokens joined by a space."""
-    if isinstance(scopes, str):  # a scope string; "" is the empty scope (its canonical form)
-        scopes = () if not scopes else (scopes,) if " " not in scopes else tuple(scopes.split(" "))
-    key = tuple(scopes)
-    cached = _CANONICAL_CACHE.get(key)
-    if cached is not None:
-        return cached
-    result = " ".join(sorted(scope_set(key)))
-    if len(_CANONICAL_CACHE) >= _CANONICAL_CACHE_MAX:
-        _CANONICAL_CACHE.clear()
-    _CANONICAL_CACHE[key] = result
-    return result
 
 
 def is_superset(have: frozenset[str], want: frozenset[str]) -> bool:
     """Whether a token holding ``have`` may serve a request for ``want``."""
     return have >= want
-
-
-def normalize(scopes: Iterable[str]) -> tuple[frozenset[str], str]:
-    """A requested scope as (set, canonical string), validated; cached for the hot path."""
-    key = (scopes,) if isinstance(scopes, str) else tuple(scopes)
-    cached = _NORMAL_CACHE.get(key)
-    if cached is not None:
-        return cached
-    tokens = scope_set(t for s in key for t in s.split(" ") if t) if key else frozenset()
-    result = (tokens, " ".join(sorted(tokens)))
-    if len(_NORMAL_CACHE) >= _CANONICAL_CACHE_MAX:
-        _NORMAL_CACHE.clear()
-    _NORMAL_CACHE[key] = result
-    return result

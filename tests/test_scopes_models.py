@@ -6,9 +6,27 @@ import pickle
 
 import pytest
 
-from oauth2_token_manager import AccessToken, ClientConfig, RefreshToken, StoreError
-from oauth2_token_manager._models import short_hash, token_from_dict, token_hash
-from oauth2_token_manager._scopes import canonical, normalize, parse_scope, scope_set
+from oauth2_token_manager import (
+    AccessToken,
+    ClientConfig,
+    InvalidArgumentError,
+    RefreshToken,
+    StoreError,
+)
+from oauth2_token_manager._models import (
+    hash_prefix,
+    is_token_hash,
+    short_hash,
+    token_from_dict,
+    token_hash,
+)
+from oauth2_token_manager._scopes import (
+    canonical,
+    normalize,
+    parse_scope,
+    scope_set,
+    scope_string,
+)
 
 
 def test_canonical_form_is_sorted_and_deduplicated() -> None:
@@ -33,12 +51,32 @@ def test_parse_scope_tolerates_extra_spaces_and_lists() -> None:
         parse_scope(3)
 
 
+def test_a_string_is_split_and_a_list_holds_one_token_per_entry() -> None:
+    """One rule for every input: a str is a scope string; a list entry is exactly one token."""
+    assert scope_set(" b  a ") == frozenset({"a", "b"})
+    assert scope_string("") == "" == scope_string([])
+    for bad in (["a b"], [""], ["a\tb"], [None], [["a"]], 3):
+        with pytest.raises(InvalidArgumentError):
+            normalize(bad)  # type: ignore[arg-type]
+    assert canonical is scope_string
+
+
 def test_normalize_returns_set_and_key_and_validates() -> None:
     """normalize gives (set, canonical key) and still rejects invalid tokens."""
     assert normalize(["b", "a"]) == (frozenset({"a", "b"}), "a b")
     assert normalize("x y") == (frozenset({"x", "y"}), "x y")
     with pytest.raises(ValueError):
         normalize(['"'])
+
+
+def test_hash_helpers_never_guess() -> None:
+    """short_hash always hashes its value (even one that looks like a hash); hash_prefix
+    shortens a hash already computed."""
+    looks_like_a_hash = "ab" * 32
+    assert is_token_hash(looks_like_a_hash) and not is_token_hash("AB" * 32)
+    assert short_hash(looks_like_a_hash) == token_hash(looks_like_a_hash)[:12]
+    assert short_hash(looks_like_a_hash) != looks_like_a_hash[:12]
+    assert hash_prefix(token_hash("v")) == token_hash("v")[:12]
 
 
 def test_token_repr_and_str_hide_the_value() -> None:

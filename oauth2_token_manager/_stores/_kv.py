@@ -35,7 +35,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from .._exceptions import StoreError, TokenRevokedError
-from .._models import GroupKey, Token, short_hash
+from .._models import GroupKey, Token, hash_prefix
 from ._base import Page, TokenQuery, newest_first
 
 __all__ = ["KVStore"]
@@ -250,7 +250,7 @@ class KVStore(abc.ABC):
         token_hash = token.token_hash
         until = self._revoked_until(token_hash)
         if until is not None and until > now:
-            raise TokenRevokedError(f"token {short_hash(token_hash)} is revoked")
+            raise TokenRevokedError(f"token {hash_prefix(token_hash)} is revoked")
         group, scope_key = token.group, token.scope_key
         xkey = self._exact_key(group, scope_key)
         hkey = self._hash_key(token_hash)

@@ -1,120 +1,122 @@
-"""The decision "use a stored token / refresh / client-credentials grant / fail", and the
-token lifecycle rules. Pure functions of the stored candidates, the request and ``now``.
+"""The decision "use a stored token / obtain one with a grant / fail", the token lifecycle
+rule and the failure policy. Pure functions of the stored candidates, the request and ``now``.
 
 Rules stated once here:
 
-- A token is *usable* when it is active and not within its margin of expiry. The margin is the
-  leeway (default 60 s) but never more than half of the token's lifetime, so short-lived tokens
-  are still used and a large leeway cannot make every token look expired (a refresh loop).
-  A token of unknown expiry is usable until introspection says otherwise.
-- Scopes ``None`` → any usable token of the group. A list → by default a token whose scopes
-  equal it (``exact``; a token whose server granted other scopes than were asked matches the
-  request that obtained it, ``requested_scopes``); with ``superset`` the smallest stored
-  superset of granted scopes. Among equals, the token that lives longest wins.
-- On a miss: a usable refresh token of the subject whose scopes are a superset of the request
-  (or unknown), most recently updated first → refresh, narrowed with ``scope=``. For client
-  credentials (``subject is None``) → the client-credentials grant. Else → fail, saying why.
-- A refresh token is usable until its expiry (no leeway: the server decides).
-- Refresh ahead: in the last ``ahead`` fraction of its lifetime (never less than its expiry
-  margin) a usable token is *due*: one caller obtains a new one while the others keep using
-  it. If no new token can be obtained (no refresh token), the due token is still used.
+- The lifecycle rule (``marks``): a token with a known expiry has two moments. It stops being
+  *usable* (handed out) at ``expires_at - margin``, where the margin is the leeway (default
+  60 s) but never more than half of its lifetime, so short-lived tokens are still used and a
+  large leeway cannot make every token look expired (a refresh loop). It is *due* for refresh
+  ahead from ``expires_at - max(margin, ahead * lifetime)`` (never, when ``ahead`` is 0 or the
+  lifetime is unknown). A token of unknown expiry is usable until introspection says
+  otherwise; an inactive token is never usable.
+- Selection (``select``): scopes ``None`` → any usable token of the group. A set → by default a
+  token whose scopes equal it (``exact``; a token whose server granted other scopes than were
+  asked matches the request that obtained it, ``requested_scopes``); with ``superset`` the
+  smallest stored superset of granted scopes. Among equals, the token that lives longest wins.
+- A usable token that is not due is used. Otherwise a grant is chosen: for the client itself
+  (``subject is None``) the client-credentials grant; for a subject, its usable refresh token
+  that covers the request (or whose scope is unknown), most recently updated first, narrowed
+  with ``scope=``. A refresh token is usable until its expiry (no leeway: the server decides).
+  Without a grant, a due token is still used; else the decision is ``Fail``, saying why.
+- Locks (``Obtain.locks``): the request's own key first (exactly the cache key: issuer,
+  client, subject, scopes, resource), then the lock of what the grant spends. After each lock
+  is taken the store is read again and ``decide`` is asked again: a waiter uses what the
+  winner stored, and a refresh queued behind another scope set's rotation uses the rotated
+  token.
+- Failure policy (``failure_plan``): ``invalid_grant`` from a grant that spends a refresh token
+  removes that token and the access tokens of its grant, and is raised (never cached: the
+  removal speaks for itself). Any other failure of a refresh ahead serves the token still in
+  hand while it is usable, and is remembered (no stampede). A transient failure (see
+  ``_retry``) is remembered; everything else is raised as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
-from ._models import Token
+from ._exceptions import InvalidGrant, OAuth2TokenManagerError
+from ._grants import ClientCredentialsGrant, Grant, LockKey, Refresh
+from ._models import GroupKey, Token
+from ._retry import is_transient
 from ._scopes import ScopeMatch, scope_string
 
 __all__ = [
     "ClientCredentialsGrant",
     "Decision",
     "Fail",
+    "FailurePlan",
+    "Obtain",
     "Refresh",
+    "TokenRequest",
     "UseToken",
     "decide",
     "expiry_margin",
+    "failure_plan",
     "is_usable",
-    "refresh_at",
-    "select_access",
-    "select_fresh",
+    "marks",
+    "select",
     "select_refresh",
-    "usable_until",
 ]
 
+_NEVER = (math.inf, math.inf)
 
-def _margins(token: Token, leeway: float, ahead: float) -> tuple[float, float]:
-    """(expiry margin, refresh-ahead margin) in seconds before ``expires_at``: the rule of
-    the module docstring. ``_select`` restates it inline (the hot path of ``get``)."""
-    lifetime = (token.expires_at or 0.0) - token.issued_at
-    margin = leeway
-    if token.issued_at > 0 and lifetime > 0:
+
+def marks(token: Token, leeway: float, ahead: float = 0.0) -> tuple[float, float]:
+    """(due for refresh ahead from, usable until): the lifecycle rule of the module docstring.
+
+    ``(inf, inf)`` for a token of unknown expiry; the first is ``inf`` when ``ahead`` is 0.
+    """
+    expires_at = token.expires_at
+    if expires_at is None:
+        return _NEVER
+    margin = due = leeway
+    issued_at = token.issued_at
+    lifetime = expires_at - issued_at
+    if issued_at > 0 and lifetime > 0:
         if lifetime / 2 < leeway:
-            margin = lifetime / 2
-        return margin, max(margin, ahead * lifetime)
-    return margin, margin
+            margin = due = lifetime / 2
+        if ahead * lifetime > due:
+            due = ahead * lifetime
+    return (expires_at - due if ahead > 0 else math.inf), expires_at - margin
 
 
 def expiry_margin(token: Token, leeway: float) -> float:
     """Seconds before ``expires_at`` at which the token stops being handed out."""
-    return 0.0 if token.expires_at is None else _margins(token, leeway, 0.0)[0]
+    return 0.0 if token.expires_at is None else token.expires_at - marks(token, leeway)[1]
 
 
 def is_usable(token: Token, now: float, leeway: float) -> bool:
     """Active and not within its expiry margin at ``now``."""
-    if not token.active:
-        return False
-    return token.expires_at is None or now < token.expires_at - expiry_margin(token, leeway)
-
-
-def refresh_at(token: Token, leeway: float, ahead: float) -> float:
-    """The moment from which a usable token is due for refresh ahead (inf: never)."""
-    if token.expires_at is None or ahead <= 0:
-        return float("inf")
-    return token.expires_at - _margins(token, leeway, ahead)[1]
-
-
-def usable_until(token: Token, leeway: float) -> float:
-    """The moment from which ``is_usable`` turns false by time alone (inf: never)."""
-    if token.expires_at is None:
-        return float("inf")
-    return token.expires_at - expiry_margin(token, leeway)
+    return token.active and now < marks(token, leeway)[1]
 
 
 def _lifetime_rank(token: Token) -> float:
-    return float("inf") if token.expires_at is None else token.expires_at
+    return math.inf if token.expires_at is None else token.expires_at
 
 
-def _select(
+def select(
     candidates: Sequence[Token],
     want: frozenset[str] | None,
     match: ScopeMatch,
     now: float,
     leeway: float,
-    ahead: float,
+    ahead: float = 0.0,
 ) -> tuple[Token | None, bool]:
-    """The best usable token for the request and whether it is due for refresh ahead."""
+    """The best usable token for the request, and whether it is due for refresh ahead.
+
+    The hot path of ``get``: it allocates nothing but the result tuple.
+    """
     best: Token | None = None
     best_due = False
     for token in candidates:
         if not token.active:
             continue
-        due = False
-        expires_at = token.expires_at
-        if expires_at is not None:  # _margins, inlined
-            lifetime = expires_at - token.issued_at
-            margin = leeway
-            due_margin = leeway
-            if token.issued_at > 0 and lifetime > 0:
-                if lifetime / 2 < leeway:
-                    margin = due_margin = lifetime / 2
-                if ahead * lifetime > due_margin:
-                    due_margin = ahead * lifetime
-            if now >= expires_at - margin:
-                continue
-            due = ahead > 0 and now >= expires_at - due_margin
+        due_from, until = marks(token, leeway, ahead)
+        if now >= until:
+            continue
         if want is not None:
             if match == "exact":
                 requested = token.requested_scopes
@@ -133,32 +135,8 @@ def _select(
                     continue
             elif _lifetime_rank(token) <= _lifetime_rank(best):
                 continue
-        best, best_due = token, due
+        best, best_due = token, now >= due_from
     return best, best_due
-
-
-def select_access(
-    candidates: Sequence[Token],
-    want: frozenset[str] | None,
-    match: ScopeMatch,
-    now: float,
-    leeway: float,
-    ahead: float = 0.0,
-) -> Token | None:
-    """The best usable token for the request, or ``None``."""
-    return _select(candidates, want, match, now, leeway, ahead)[0]
-
-
-def select_fresh(
-    candidates: Sequence[Token],
-    want: frozenset[str] | None,
-    match: ScopeMatch,
-    now: float,
-    leeway: float,
-    ahead: float,
-) -> tuple[Token | None, bool]:
-    """``select_access`` and whether the token is due for refresh ahead (``get``'s path)."""
-    return _select(candidates, want, match, now, leeway, ahead)
 
 
 def select_refresh(
@@ -177,6 +155,36 @@ def select_refresh(
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """What one ``get`` asks for, built once on the miss path and passed down as one value.
+
+    ``group`` is the access tokens' group (its ``subject`` is ``""`` for the client itself),
+    ``scope_key`` the canonical scope string of an exact lookup (``None``: the whole group),
+    ``scopes`` the requested set (``None``: any).
+    """
+
+    group: GroupKey
+    scope_key: str | None
+    subject: str | None
+    scopes: frozenset[str] | None
+    match: ScopeMatch
+    resource: str | None
+
+    @property
+    def lock_key(self) -> LockKey:
+        """The single-flight lock of this request: exactly its cache key."""
+        return (self.group, "*" if self.scope_key is None else self.scope_key)
+
+    @property
+    def refresh_group(self) -> GroupKey | None:
+        """Where the subject's refresh tokens are (``None`` for the client itself)."""
+        if self.subject is None:
+            return None
+        group = self.group
+        return GroupKey("refresh", group.issuer, group.client_id, group.subject, "")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class UseToken:
     """Hand out this stored token."""
 
@@ -184,18 +192,16 @@ class UseToken:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Refresh:
-    """Refresh with this refresh token, narrowing to ``scopes`` when given."""
+class Obtain:
+    """Obtain a token with ``grant``, holding ``locks`` (in this order).
 
-    refresh_token: Token
-    scopes: frozenset[str] | None
+    ``keep`` is a token still usable but due for refresh ahead: the request is then
+    opportunistic (its first lock is only tried, and most failures serve ``keep``).
+    """
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ClientCredentialsGrant:
-    """Obtain a new token with the client-credentials grant."""
-
-    scopes: frozenset[str] | None
+    grant: Grant
+    locks: tuple[LockKey, ...]
+    keep: Token | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -205,33 +211,68 @@ class Fail:
     reason: str
 
 
-Decision = UseToken | Refresh | ClientCredentialsGrant | Fail
+Decision = UseToken | Obtain | Fail
 
 
 def decide(
+    request: TokenRequest,
     access: Sequence[Token],
     refresh: Sequence[Token],
     *,
-    subject: str | None,
-    want: frozenset[str] | None,
-    match: ScopeMatch,
     now: float,
     leeway: float,
     ahead: float = 0.0,
 ) -> Decision:
-    """Choose what ``get`` does from the stored candidates."""
-    token, due = _select(access, want, match, now, leeway, ahead)
+    """Choose what ``get`` does from the stored candidates (the rules above)."""
+    want = request.scopes
+    token, due = select(access, want, request.match, now, leeway, ahead)
     if token is not None and not due:
         return UseToken(token)
-    if subject is None:
-        return ClientCredentialsGrant(want)
-    rt = select_refresh(refresh, want, now)
-    if rt is not None:
-        return Refresh(rt, want)
-    if token is not None:  # due for refresh ahead, but nothing to refresh it with
-        return UseToken(token)
-    scopes = scope_string(want) if want is not None else "any scope"
-    return Fail(
-        f"no usable access token for subject {subject!r} ({scopes}) "
-        f"and no usable refresh token that covers it"
+    grant: Grant
+    if request.subject is None:
+        grant = ClientCredentialsGrant(want, request.resource)
+    else:
+        spend = select_refresh(refresh, want, now)
+        if spend is None:
+            if token is not None:  # due for refresh ahead, but nothing to refresh it with
+                return UseToken(token)
+            scopes = scope_string(want) if want is not None else "any scope"
+            return Fail(
+                f"no usable access token for subject {request.subject!r} ({scopes}) "
+                f"and no usable refresh token that covers it"
+            )
+        grant = Refresh(spend, want, request.resource)
+    lock = grant.lock
+    locks = (request.lock_key,) if lock is None else (request.lock_key, lock)
+    return Obtain(grant, locks, token)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailurePlan:
+    """What a failed token request leads to (see ``failure_plan``)."""
+
+    drop_spent: bool
+    """Remove the spent refresh token and the access tokens of its grant."""
+    remember: bool
+    """Serve this failure to the key's callers for ``failure_cache`` seconds."""
+    serve_kept: bool
+    """Hand out the token still in hand instead of raising."""
+
+
+def failure_plan(
+    error: OAuth2TokenManagerError,
+    grant: Grant | None,
+    kept: Token | None,
+    *,
+    now: float,
+    leeway: float,
+) -> FailurePlan:
+    """The failure policy of the module docstring. ``grant`` is the grant whose token request
+    failed (``None`` when something else failed), ``kept`` the token due for refresh ahead."""
+    dead = isinstance(error, InvalidGrant)
+    refresh_ahead = kept is not None and not dead and is_usable(kept, now, leeway)
+    return FailurePlan(
+        drop_spent=dead and grant is not None and grant.spends is not None,
+        remember=not dead and (refresh_ahead or is_transient(error)),
+        serve_kept=refresh_ahead,
     )

@@ -18,20 +18,18 @@ goes through the manager: caching, refresh and single-flight apply to every requ
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
-from .._decide import refresh_at, usable_until
+from .._config import IssuerOptions
+from .._decide import marks
 from .._flows import AsyncAuthFlow
-from .._models import AccessToken
+from .._models import AccessToken, Token
 from .._scopes import normalize
 from .._www_authenticate import RetryNewToken, retry_action
 
-if TYPE_CHECKING:
-    from ._manager import AsyncAccessTokenManager
-
-__all__ = ["AsyncTokenAuth", "origin_of"]
+__all__ = ["AsyncAccessTokenSource", "AsyncTokenAuth", "origin_of"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -43,6 +41,31 @@ def origin_of(url: httpx.URL | str) -> str:
     return f"{url.scheme}://{url.host}:{port}"
 
 
+class _IssuerView(Protocol):
+    @property
+    def store(self) -> object: ...
+
+    @property
+    def options(self) -> IssuerOptions: ...
+
+
+class AsyncAccessTokenSource(Protocol):
+    """What ``AsyncTokenAuth`` needs of an access-token manager (it imports none)."""
+
+    @property
+    def issuer(self) -> _IssuerView: ...
+
+    async def get(
+        self,
+        subject: str | None = None,
+        scopes: Iterable[str] | None = None,
+        *,
+        resource: str | None = None,
+    ) -> AccessToken: ...
+
+    async def invalidate(self, token: Token | str) -> None: ...
+
+
 class AsyncTokenAuth(httpx.Auth):
     """Bearer tokens from an access-token manager for every request of an httpx client."""
 
@@ -51,7 +74,7 @@ class AsyncTokenAuth(httpx.Auth):
 
     def __init__(
         self,
-        manager: AsyncAccessTokenManager,
+        manager: AsyncAccessTokenSource,
         scopes: Iterable[str] | None = None,
         subject: str | None = None,
         *,
@@ -125,9 +148,7 @@ class AsyncTokenAuth(httpx.Auth):
         token = await self.manager.get(self.subject, self.scopes, resource=self.resource)
         if version is not None:  # read before ``get``: a write meanwhile voids the memo
             options = issuer.options
-            until = min(  # reused until unusable, or until due for refresh ahead
-                usable_until(token, options.leeway),
-                refresh_at(token, options.leeway, options.refresh_ahead),
-            )
+            # reused until due for refresh ahead, or until unusable (the earlier of the two)
+            until = min(marks(token, options.leeway, options.refresh_ahead))
             self._memo = (token, until, version)
         return token

@@ -19,7 +19,8 @@ from .._models import GroupKey, IDToken, UserinfoRecord
 from .._oidc import merge_claims, userinfo_format
 from .._protocol import _no_duplicates, error_from_response
 from ._http import read_bounded
-from ._manager import AsyncAccessTokenManager, AsyncIssuer
+from ._issuer import AsyncIssuer
+from ._manager import AsyncAccessTokenManager
 
 __all__ = ["AsyncClaimsManager"]
 
@@ -44,12 +45,12 @@ class AsyncClaimsManager:
     async def register_id_token(self, id_token: str, *, nonce: str | None = None) -> IDToken:
         """Validate an ID token (signature, iss, aud/azp, exp, iat, nonce) and keep it as its
         subject's latest; ``IDTokenError`` and nothing stored when it is not valid."""
-        claims = await self.issuer.validate_id_token(id_token, nonce=nonce)
-        return await self.issuer.store_id_token(id_token, claims)
+        claims = await self.issuer.jwt.validate_id_token(id_token, nonce=nonce)
+        return await self.issuer.id_tokens.keep(id_token, claims)
 
     async def get_id_token(self, subject: str) -> IDToken:
         """The subject's latest ID token, even expired (for ``id_token_hint`` at logout)."""
-        token = await self.issuer.latest_id_token(subject)
+        token = await self.issuer.id_tokens.latest(subject)
         if token is None:
             raise TokenNotFoundError(f"no ID token for subject {subject!r}")
         return token
@@ -82,7 +83,7 @@ class AsyncClaimsManager:
                 raise UserinfoError(f"userinfo from {raw.url} is not a JSON object")
         else:
             algorithms = (iss.client.userinfo_signed_response_alg or "RS256",)
-            claims = await iss.validate_jwt(body.strip(), algorithms, UserinfoError)
+            claims = await iss.jwt.validate_jwt(body.strip(), algorithms, UserinfoError)
             if "iss" in claims and claims["iss"] != metadata.issuer:
                 raise UserinfoError("the signed userinfo names another issuer")
             aud = claims.get("aud")
@@ -90,7 +91,7 @@ class AsyncClaimsManager:
                 [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
             ):
                 raise UserinfoError("the signed userinfo is for another audience")
-        id_token = await iss.latest_id_token(subject)
+        id_token = await iss.id_tokens.latest(subject)
         expected = id_token.claims.get("sub") if id_token is not None else subject
         if claims.get("sub") != expected:
             raise UserinfoError(
@@ -119,7 +120,7 @@ class AsyncClaimsManager:
         """The subject's claims: the latest ID token's (less protocol claims) merged with
         userinfo, which is asked again when older than ``min_userinfo_refresh_interval``."""
         iss = self.issuer
-        id_token = await iss.latest_id_token(subject)
+        id_token = await iss.id_tokens.latest(subject)
         found = await iss.store.find(self._group("userinfo", subject), None)
         record = cast(UserinfoRecord, found[0]) if found else None
         now = iss.options.clock()

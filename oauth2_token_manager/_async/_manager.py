@@ -1,43 +1,38 @@
-"""The async issuer and token managers: the only hand-written I/O code of the library.
+"""The async token managers: the public operations on one issuer's tokens.
 
 ``oauth2_token_manager/_sync/_manager.py`` is generated from this file by ``scripts/unasync.py``
 (``AsyncIssuer`` → ``Issuer``, ``await x`` → ``x`` ...). Edit this file, then run
 ``python scripts/unasync.py``; CI fails when the generated file is stale.
 
-Theory of operation: every decision is made by the pure core (``_decide``, ``_protocol``);
-this module reads the store, asks the core, sends what it builds and stores what it parses.
-``get`` reads the store without a lock; on a miss it takes the per-key lock (the key is exactly
-the cache key), re-reads the store (a waiter uses what the winner stored) and only then asks
-the authorization server.
+Theory of operation (h11's shape): every choice is made by the pure core. ``get`` reads the
+store without a lock and asks ``_decide.select``; on a miss it builds one ``TokenRequest`` and
+asks ``_decide.decide``, which names the grant and the locks to hold. The manager takes the
+next lock the decision names, reads the store again and asks again (a waiter uses what the
+winner stored), until it holds every lock; then it executes the grant: sends its form
+(``_grants``), stores what ``_records`` builds from the answer, and on failure does what
+``_decide.failure_plan`` says. The transport, retries, locks and events are the issuer's
+(``_issuer``); ID tokens are ``_id_tokens``'.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, cast
 
-import httpx
-from joserfc.jwk import KeySet
-
-from .._client_auth import ClientConfig
-from .._config import ANY, AnyType, IssuerOptions
+from .._config import ANY, AnyType
 from .._decide import (
-    ClientCredentialsGrant,
     Fail,
-    Refresh,
+    Obtain,
+    TokenRequest,
     UseToken,
     decide,
-    select_fresh,
+    failure_plan,
+    select,
     select_refresh,
 )
-from .._events import EventKind, TokenEvent, emit
 from .._exceptions import (
-    IDTokenError,
-    InvalidGrant,
     OAuth2TokenManagerError,
     ResponseError,
     RevocationError,
@@ -46,32 +41,19 @@ from .._exceptions import (
     TokenRevokedError,
     TransportError,
 )
-from .._jose import decrypt, secret_key, verify
-from .._metadata import ServerMetadata
-from .._models import AccessToken, GroupKey, IDToken, RefreshToken, Token, TokenKind, token_hash
-from .._oidc import check_id_token_claims, check_refreshed_id_token, is_jwe, unverified_header
-from .._protocol import (
-    IntrospectionResult,
-    TokenResponse,
-    TokenTypeHint,
-    build_form_request,
-    check_revocation_response,
-    client_credentials_form,
-    introspection_form,
-    parse_introspection_response,
-    parse_token_response,
-    refresh_form,
-    revocation_form,
+from .._grants import Grant, LockKey
+from .._models import AccessToken, GroupKey, RefreshToken, Token, TokenKind, token_hash
+from .._protocol import IntrospectionResult, TokenResponse, TokenTypeHint
+from .._records import (
+    access_expiry,
+    belongs_to_grant,
+    issued_access_token,
+    registered_token,
 )
-from .._retry import is_transient, reached_server, retry_after, retry_delay
 from .._scopes import ScopeMatch, normalize
-from .._stores import AsyncTokenStore, Page, TokenQuery, TokenStore, async_store
-from .._synchronization import async_sleep
+from .._stores import Page, TokenQuery
 from ._auth import AsyncTokenAuth
-from ._discovery import AsyncMetadataCache
-from ._http import read_bounded
-from ._jwks import AsyncJWKSCache
-from ._locks import AsyncKeyedLocks, AsyncStoreLock
+from ._issuer import AsyncIssuer
 
 __all__ = ["AsyncAccessTokenManager", "AsyncIssuer", "AsyncRefreshTokenManager"]
 
@@ -81,274 +63,6 @@ _HINTS: dict[TokenKind, TokenTypeHint] = {"access": "access_token", "refresh": "
 _CLASSES: dict[TokenKind, type[Token]] = {"access": AccessToken, "refresh": RefreshToken}
 _UNSET: Any = object()
 _GROUP_CACHE_MAX = 10_000
-
-
-def _grant_of(refresh: Token) -> str:
-    """The grant id of a refresh token (its own hash when it never rotated)."""
-    return refresh.grant_id or refresh.token_hash
-
-
-class AsyncIssuer:
-    """One authorization server and this client's configuration, shared by its managers.
-
-    Holds the store, the HTTP client (created and owned when not given), the metadata cache
-    and the single-flight locks. Options are keyword arguments (see ``IssuerOptions``).
-    """
-
-    def __init__(
-        self,
-        url: str,
-        client: ClientConfig,
-        *,
-        store: AsyncTokenStore | TokenStore | None = None,
-        http: httpx.AsyncClient | None = None,
-        **options: Any,
-    ) -> None:
-        self.url = url
-        self.client = client
-        self.options = IssuerOptions(**options)
-        self.store: AsyncTokenStore = async_store(store, self.options.clock)
-        self._owns_http = http is None
-        self.http = http or httpx.AsyncClient(timeout=self.options.timeout)
-        self.metadata_cache = AsyncMetadataCache(
-            url,
-            self.http,
-            clock=self.options.clock,
-            overrides=self.options.metadata,
-            discovery=self.options.discovery,
-            allow_insecure_loopback=self.options.allow_insecure_loopback,
-            max_body=self.options.max_response_bytes,
-        )
-        self.locks: AsyncKeyedLocks[tuple[GroupKey, str]] = AsyncKeyedLocks()
-        self._failures: dict[object, tuple[OAuth2TokenManagerError, float]] = {}
-        self.jwks = AsyncJWKSCache(self)
-        self._decryption_keys = (
-            KeySet.import_key_set(cast(Any, dict(client.decryption_keys)))
-            if client.decryption_keys
-            else None
-        )
-
-    def __repr__(self) -> str:
-        return f"AsyncIssuer({self.url!r}, {self.client!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this issuer created it."""
-        if self._owns_http:
-            await self.http.aclose()
-
-    async def __aenter__(self) -> AsyncIssuer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def metadata(self) -> ServerMetadata:
-        """The authorization server's metadata (discovered and cached, or configured)."""
-        return await self.metadata_cache.get()
-
-    async def _post(self, field: str, form: dict[str, str]) -> Any:
-        """Send a client-authenticated form to the endpoint named by metadata ``field``."""
-        metadata = await self.metadata()
-        url = metadata.endpoint(field)
-        request = build_form_request(
-            self.client,
-            url,
-            form,
-            token_endpoint=metadata.endpoint("token_endpoint"),
-            issuer=self.url,
-            now=self.options.clock(),
-        )
-        return await read_bounded(self.http, request, self.options.max_response_bytes)
-
-    async def token_request(
-        self, form: dict[str, str], requested: frozenset[str] | None
-    ) -> TokenResponse:
-        """POST a grant to the token endpoint and parse the answer."""
-        raw = await self._post("token_endpoint", form)
-        return parse_token_response(raw, requested)
-
-    async def request_token(
-        self, form: dict[str, str], requested: frozenset[str] | None, *, replay_safe: bool
-    ) -> TokenResponse:
-        """``token_request`` with transient failures retried (see ``_retry``); a grant that
-        must not be replayed (refresh) is retried only if the server surely did not see it."""
-        options = self.options
-        retry = 0
-        while True:
-            try:
-                return await self.token_request(form, requested)
-            except (ResponseError, TransportError) as exc:
-                if not is_transient(exc) or (not replay_safe and reached_server(exc)):
-                    raise
-                retry += 1
-                header = exc.retry_after if isinstance(exc, ResponseError) else None
-                server_delay = (
-                    retry_after({"retry-after": header}, options.clock()) if header else None
-                )
-                delay = retry_delay(options.retry, retry, server_delay, options.random)
-                if delay is None:
-                    raise
-                logger.info("token request failed (%s); retry %d in %.2f s", exc, retry, delay)
-                await async_sleep(delay)
-
-    def recent_failure(self, key: object) -> OAuth2TokenManagerError | None:
-        """The failure of ``key``'s last token request if within ``failure_cache`` seconds."""
-        entry = self._failures.get(key)
-        if entry is None:
-            return None
-        if self.options.clock() < entry[1]:
-            return entry[0].with_traceback(None)
-        self._failures.pop(key, None)
-        return None
-
-    def remember_failure(self, key: object, error: OAuth2TokenManagerError) -> None:
-        """Serve ``error`` to ``key``'s callers for ``failure_cache`` seconds, so a failing
-        server is not stampeded. Callers keep transient errors and failed refreshes ahead; a
-        final error such as ``invalid_grant`` is not kept (its consequence, a removed refresh
-        token, speaks for itself)."""
-        if self.options.failure_cache > 0:
-            if len(self._failures) >= 10_000:
-                self._failures.clear()
-            self._failures[key] = (error, self.options.clock() + self.options.failure_cache)
-
-    def store_lock(self, key: tuple[GroupKey, str]) -> AsyncStoreLock:
-        """The store's cross-process lock for a cache key (a no-op for process-local stores)."""
-        name = hashlib.sha256(repr(key).encode()).hexdigest()
-        options = self.options
-        wait = options.lock_lease + options.retry.attempts * (
-            options.timeout + options.retry.max_delay
-        )
-        return AsyncStoreLock(self.store, name, lease=options.lock_lease, timeout=wait)
-
-    def emit(
-        self,
-        kind: EventKind,
-        subject: str | None,
-        scopes: frozenset[str] | None,
-        *,
-        token_hash: str | None = None,
-        previous_hash: str | None = None,
-        error: OAuth2TokenManagerError | None = None,
-    ) -> None:
-        """Tell the ``on_event`` callback (if any) what happened."""
-        if self.options.on_event is None:
-            return
-        emit(
-            self.options.on_event,
-            TokenEvent(
-                kind,
-                self.url,
-                self.client.client_id,
-                subject,
-                scopes,
-                token_hash=token_hash,
-                previous_hash=previous_hash,
-                error=error,
-                at=self.options.clock(),
-            ),
-        )
-
-    # --- OpenID Connect (rules in _oidc) ------------------------------------------------------
-
-    async def validate_jwt(
-        self, value: str, algorithms: Collection[str], error: type[OAuth2TokenManagerError]
-    ) -> dict[str, Any]:
-        """Claims of a JWT from the issuer: decrypted (JWE) with the client's keys, signature
-        checked with the client secret (HS*) or the issuer's JWK Set."""
-        if not isinstance(value, str) or not value:
-            raise error("not a JWT")
-        if is_jwe(value):
-            value = decrypt(value, self._decryption_keys, error)
-            if value.count(".") != 2:  # encrypted only (userinfo): the plaintext is JSON
-                try:
-                    claims = json.loads(value)
-                except ValueError:
-                    raise error("the decrypted JWT is neither a JWS nor JSON") from None
-                if not isinstance(claims, dict):
-                    raise error("the decrypted JWT is not a JSON object")
-                return claims
-        alg = str(unverified_header(value).get("alg", ""))
-        if alg.startswith("HS"):
-            if not self.client.client_secret:
-                raise error(f"an {alg} JWT needs the client secret, and there is none")
-            return verify(value, secret_key(self.client.client_secret), algorithms, error)
-        return await self.jwks.verify(value, algorithms, error)
-
-    async def validate_id_token(
-        self,
-        id_token: str,
-        *,
-        nonce: str | None = None,
-        previous: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """The claims of a valid ID token (see ``_oidc``); ``IDTokenError`` otherwise."""
-        claims = await self.validate_jwt(
-            id_token, (self.client.id_token_signed_response_alg,), IDTokenError
-        )
-        metadata = await self.metadata()
-        check_id_token_claims(
-            claims,
-            issuer=metadata.issuer,
-            client_id=self.client.client_id,
-            now=self.options.clock(),
-            leeway=self.options.leeway,
-            nonce=nonce,
-        )
-        if previous is not None:
-            check_refreshed_id_token(previous, claims)
-        return claims
-
-    def _id_group(self, subject: str) -> GroupKey:
-        return GroupKey("id", self.url, self.client.client_id, subject, "")
-
-    async def latest_id_token(self, subject: str | None) -> IDToken | None:
-        """The subject's most recent ID token, even expired (for ``id_token_hint``)."""
-        if subject is None:
-            return None
-        found = await self.store.find(self._id_group(subject), None)
-        return cast(IDToken, found[0]) if found else None
-
-    async def store_id_token(self, value: str, claims: Mapping[str, Any]) -> IDToken:
-        """Keep a validated ID token as the subject's latest (older ones are dropped)."""
-        now = self.options.clock()
-        subject = str(claims["sub"])
-        older = await self.store.find(self._id_group(subject), None)
-        token = IDToken(
-            value=value,
-            issuer=self.url,
-            client_id=self.client.client_id,
-            subject=subject,
-            expires_at=float(claims["exp"]) + self.options.claims_retention,
-            issued_at=float(claims["iat"]),
-            updated_at=now,
-            token_type="ID",
-            extra={"claims": dict(claims)},
-        )
-        await self.store.put(token)
-        for old in older:
-            if old.token_hash != token.token_hash:
-                await self.store.delete(old.token_hash)
-        return token
-
-    async def introspect_value(self, value: str, hint: TokenTypeHint | None) -> IntrospectionResult:
-        """RFC 7662 introspection of a token value."""
-        raw = await self._post("introspection_endpoint", introspection_form(value, hint))
-        return parse_introspection_response(raw)
-
-    async def revoke_value(self, value: str, hint: TokenTypeHint | None) -> None:
-        """RFC 7009 revocation of a token value."""
-        raw = await self._post("revocation_endpoint", revocation_form(value, hint))
-        check_revocation_response(raw)
-
-    async def has_endpoint(self, field: str) -> bool:
-        """Whether the server advertises ``field`` (a metadata failure is raised, not hidden)."""
-        metadata = await self.metadata()
-        return bool(metadata.get(field))
 
 
 class _AsyncTokenManager:
@@ -433,38 +147,24 @@ class _AsyncTokenManager:
             raise TokenRevokedError(f"token {hash_[:12]} was revoked and cannot be registered")
         if expires_at is None and expires_in is not None:
             expires_at = now + expires_in
-        scope_set = normalize(scopes)[0] if scopes is not None else None
         introspection: IntrospectionResult | None = None
         if auto_introspect is None:
             auto_introspect = iss.options.auto_introspect
         if auto_introspect and await iss.has_endpoint("introspection_endpoint"):
             introspection = await iss.introspect_value(value, _HINTS[self.kind])
-            if not introspection.active:
-                raise TokenRevokedError(
-                    f"the authorization server says token {hash_[:12]} is not active"
-                )
-            if subject is None and introspection.sub and introspection.sub != self._client_id:
-                # A subject other than the client itself: a user's token, not client credentials.
-                subject = introspection.sub
-            if scope_set is None:
-                scope_set = introspection.scopes
-            if expires_at is None:
-                expires_at = introspection.exp
-        token = _CLASSES[self.kind](
-            value=value,
+        token = registered_token(
+            _CLASSES[self.kind],
+            value,
             issuer=iss.url,
             client_id=self._client_id,
             subject=subject,
-            scopes=scope_set,
+            scopes=normalize(scopes)[0] if scopes is not None else None,
             expires_at=expires_at,
-            issued_at=(introspection.iat if introspection and introspection.iat else now),
-            updated_at=now,
             token_type=token_type,
             resource=resource,
-            audience=introspection.aud if introspection else (),
-            extra=extra or {},
-            introspection=introspection.raw if introspection else None,
-            introspected_at=now if introspection else None,
+            extra=extra,
+            introspection=introspection,
+            now=now,
         )
         await iss.store.put(token)
         logger.debug("registered %s token %s", self.kind, token.short_hash)
@@ -529,7 +229,7 @@ class _AsyncTokenManager:
         )
         page = await self.issuer.store.list(query)
         for child in page.items:
-            if child.grant_id == _grant_of(refresh):
+            if belongs_to_grant(child, refresh):
                 until = child.expires_at or now + self.issuer.options.revoked_retention
                 await self.issuer.store.revoke(child.token_hash, until)
 
@@ -681,7 +381,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             self._groups[(subject, resource)] = group
         key = scope_key if match == "exact" else None
         options = iss.options
-        found, due = select_fresh(
+        found, due = select(
             await iss.store.find(group, key),
             want,
             match,
@@ -690,7 +390,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             options.refresh_ahead,
         )
         if found is None or due:
-            return await self._obtain(group, key, subject, want, match, resource, found)
+            return await self._obtain(TokenRequest(group, key, subject, want, match, resource))
         return cast(AccessToken, found)
 
     def auth(
@@ -712,210 +412,141 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             retry_insufficient_scope=retry_insufficient_scope,
         )
 
-    async def _obtain(
-        self,
-        group: GroupKey,
-        key: str | None,
-        subject: str | None,
-        want: frozenset[str] | None,
-        match: ScopeMatch,
-        resource: str | None,
-        current: Token | None,
-    ) -> AccessToken:
-        """Single-flight for one cache key, in this process and across processes.
-
-        ``current`` is a usable token due for refresh ahead: then the locks are only tried,
-        and on a busy lock or a transient failure ``current`` is returned.
-        """
-        iss = self.issuer
-        lock_key = (group, "*" if key is None else key)
-        held = iss.locks.hold(lock_key) if current is None else iss.locks.try_hold(lock_key)
-        if held is None:
-            return cast(AccessToken, current)  # another caller is refreshing it
-        async with held:
-            failure = iss.recent_failure(lock_key)
-            if failure is not None:
-                if current is not None:
-                    return cast(AccessToken, current)
-                raise failure
-            store_lock = iss.store_lock(lock_key)
-            if not await store_lock.acquire(wait=current is None):
-                return cast(AccessToken, current)
-            try:
-                return await self._obtain_locked(group, key, subject, want, match, resource)
-            except (ResponseError, TransportError) as exc:
-                iss.emit("failed", subject, want, error=exc)
-                if current is not None and not isinstance(exc, InvalidGrant):
-                    # Refresh ahead is opportunistic: the current token is still valid. The
-                    # failure is logged, sent to on_event and cached (no stampede); a dead
-                    # grant (invalid_grant) is raised, since its tokens are gone.
-                    iss.remember_failure(lock_key, exc)
-                    logger.warning("refresh ahead failed (%s): the current token is kept", exc)
-                    return cast(AccessToken, current)
-                if is_transient(exc):
-                    iss.remember_failure(lock_key, exc)
-                raise
-            finally:
-                await store_lock.release()
-
-    async def _obtain_locked(
-        self,
-        group: GroupKey,
-        key: str | None,
-        subject: str | None,
-        want: frozenset[str] | None,
-        match: ScopeMatch,
-        resource: str | None,
-    ) -> AccessToken:
-        """Re-read the store (a waiter uses what the winner stored), decide, act."""
+    async def _obtain(self, request: TokenRequest, held: tuple[LockKey, ...] = ()) -> AccessToken:
+        """Single-flight, in this process and across processes: decide with what the store
+        holds now; take the next lock the decision names and decide again, or, holding them
+        all, act. A decision that keeps a token due for refresh ahead only tries its first
+        lock (busy: another caller is refreshing it) and serves that token on most failures."""
         iss = self.issuer
         options = iss.options
         now = options.clock()
-        access = await iss.store.find(group, key)
-        refresh: list[Token] = []
-        if subject is not None:
-            refresh = await iss.store.find(self._refresh_group(subject), None)
+        access = await iss.store.find(request.group, request.scope_key)
+        refresh_group = request.refresh_group
+        refresh = [] if refresh_group is None else await iss.store.find(refresh_group, None)
         decision = decide(
-            access,
-            refresh,
-            subject=subject,
-            want=want,
-            match=match,
-            now=now,
-            leeway=options.leeway,
-            ahead=options.refresh_ahead,
+            request, access, refresh, now=now, leeway=options.leeway, ahead=options.refresh_ahead
         )
         if isinstance(decision, UseToken):
             return cast(AccessToken, decision.token)
         if isinstance(decision, Fail):
             raise TokenNotFoundError(decision.reason)
-        if isinstance(decision, ClientCredentialsGrant):
-            response = await iss.request_token(
-                client_credentials_form(want, resource), want, replay_safe=True
-            )
-            token = await self._store_response(response, None, resource, now, None, want)
-            iss.emit("obtained", None, token.scopes, token_hash=token.token_hash)
-            return token
-        assert isinstance(decision, Refresh)
-        return await self._refresh(decision.refresh_token, want, resource)
+        lock = next((key for key in decision.locks if key not in held), None)
+        if lock is None:
+            return await self._act(request, decision, now)
+        first = not held
+        async with iss.lock(lock, wait=not first or decision.keep is None) as acquired:
+            if not acquired:
+                return cast(AccessToken, decision.keep)  # another caller is refreshing it
+            failure = iss.recent_failure(lock) if first else None
+            if failure is not None:
+                if decision.keep is not None:
+                    return cast(AccessToken, decision.keep)
+                raise failure
+            return await self._obtain(request, (*held, lock))
 
-    def _refresh_group(self, subject: str) -> GroupKey:
-        return GroupKey("refresh", self.issuer.url, self._client_id, subject, "")
-
-    async def _refresh(
-        self, chosen: Token, want: frozenset[str] | None, resource: str | None
-    ) -> AccessToken:
-        """Refresh under the grant's lock: one refresh of a grant at a time, across scope sets
-        and processes, always with the newest refresh token (rotation never races)."""
-        iss = self.issuer
-        grant_key = (chosen.group, "grant")
-        async with iss.locks.hold(grant_key):
-            store_lock = iss.store_lock(grant_key)
-            await store_lock.acquire()
-            try:
-                now = iss.options.clock()
-                rt = select_refresh(await iss.store.find(chosen.group, None), want, now)
-                if rt is None:
-                    raise TokenNotFoundError(
-                        f"the refresh token of subject {chosen.subject!r} is gone"
-                    )
-                return await self._refresh_with(rt, want, resource, now)
-            finally:
-                await store_lock.release()
-
-    async def _refresh_with(
-        self, rt: Token, want: frozenset[str] | None, resource: str | None, now: float
-    ) -> AccessToken:
-        iss = self.issuer
+    async def _act(self, request: TokenRequest, decision: Obtain, now: float) -> AccessToken:
+        """Execute the decision's grant: request, then store what the answer says."""
+        grant = decision.grant
         try:
-            response = await iss.request_token(
-                refresh_form(rt.value, want, resource),
-                want if want else rt.scopes,
-                replay_safe=False,
+            response = await self.issuer.request_token(
+                grant.form(), grant.expected_scopes, replay_safe=grant.replay_safe
             )
-        except InvalidGrant:
-            logger.info("refresh token %s rejected (invalid_grant): removed", rt.short_hash)
-            await iss.store.delete(rt.token_hash)
-            await self._drop_children(rt)
-            iss.emit("removed", rt.subject, rt.scopes, token_hash=rt.token_hash)
-            raise
+        except (ResponseError, TransportError) as exc:
+            return await self._failed(request, decision, exc, grant)
+        try:
+            return await self._keep(request, grant, response, now)
+        except (ResponseError, TransportError) as exc:
+            return await self._failed(request, decision, exc, None)
+
+    async def _failed(
+        self,
+        request: TokenRequest,
+        decision: Obtain,
+        error: ResponseError | TransportError,
+        grant: Grant | None,
+    ) -> AccessToken:
+        """Do what ``failure_plan`` says; raise ``error`` unless a kept token is served."""
+        iss = self.issuer
+        options = iss.options
+        plan = failure_plan(error, grant, decision.keep, now=options.clock(), leeway=options.leeway)
+        spent = decision.grant.spends
+        if plan.drop_spent and spent is not None:
+            logger.info("refresh token %s rejected (invalid_grant): removed", spent.short_hash)
+            await iss.store.delete(spent.token_hash)
+            await self._drop_grant(spent)
+            iss.emit("removed", spent.subject, spent.scopes, token_hash=spent.token_hash)
+        iss.emit("failed", request.subject, request.scopes, error=error)
+        if plan.remember:
+            iss.remember_failure(request.lock_key, error)
+        if plan.serve_kept and decision.keep is not None:
+            logger.warning("refresh ahead failed (%s): the current token is kept", error)
+            return cast(AccessToken, decision.keep)
+        raise error
+
+    async def _keep(
+        self, request: TokenRequest, grant: Grant, response: TokenResponse, now: float
+    ) -> AccessToken:
+        """Store what a successful answer brings: a rotated refresh token first, then the
+        access token and the ID token (validated before anything is stored, Core §12.2)."""
+        iss = self.issuer
         id_claims: dict[str, Any] | None = None
-        if response.id_token is not None:  # validated before anything is stored (Core §12.2)
-            previous = await iss.latest_id_token(rt.subject)
-            id_claims = await iss.validate_id_token(
+        if response.id_token is not None and grant.keeps_id_token:
+            previous = await iss.id_tokens.latest(request.subject)
+            id_claims = await iss.jwt.validate_id_token(
                 response.id_token, previous=previous.claims if previous is not None else None
             )
-        if response.refresh_token and response.refresh_token != rt.value:
-            rotated = rt.replace(
-                value=response.refresh_token,
-                updated_at=now,
-                issued_at=now,
-                introspection=None,
-                introspected_at=None,
-                grant_id=_grant_of(rt),
-            )
-            await iss.store.replace(rt.token_hash, rotated)
-            logger.debug("refresh token %s rotated to %s", rt.short_hash, rotated.short_hash)
+        rotation = grant.replaces(response, now)
+        if rotation is not None:
+            spent, successor = rotation
+            await iss.store.replace(spent.token_hash, successor)
+            logger.debug("refresh token %s rotated to %s", spent.short_hash, successor.short_hash)
             iss.emit(
                 "rotated",
-                rt.subject,
-                rt.scopes,
-                token_hash=rotated.token_hash,
-                previous_hash=rt.token_hash,
+                spent.subject,
+                spent.scopes,
+                token_hash=successor.token_hash,
+                previous_hash=spent.token_hash,
             )
-        token = await self._store_response(response, rt.subject, resource, now, rt, want)
-        if response.id_token is not None and id_claims is not None:
-            await iss.store_id_token(response.id_token, id_claims)
-        iss.emit("refreshed", rt.subject, token.scopes, token_hash=token.token_hash)
-        return token
-
-    async def _drop_children(self, rt: Token) -> None:
-        page = await self.list(subject=rt.subject)
-        for token in page.items:
-            if token.grant_id == _grant_of(rt):
-                await self.issuer.store.delete(token.token_hash)
-
-    async def _store_response(
-        self,
-        response: TokenResponse,
-        subject: str | None,
-        resource: str | None,
-        now: float,
-        parent: Token | None,
-        want: frozenset[str] | None,
-    ) -> AccessToken:
-        iss = self.issuer
-        expires_at = now + response.expires_in if response.expires_in is not None else None
-        introspection: IntrospectionResult | None = None
-        if expires_at is None and await iss.has_endpoint("introspection_endpoint"):
-            try:
-                introspection = await iss.introspect_value(response.access_token, "access_token")
-            except OAuth2TokenManagerError as exc:
-                logger.info("introspection for the expiry failed (%s): default lifetime", exc)
-            if introspection is not None and introspection.active and introspection.exp:
-                expires_at = introspection.exp
-        if expires_at is None:
-            expires_at = now + iss.options.default_lifetime
-        token = AccessToken(
-            value=response.access_token,
+        introspection = None
+        if response.expires_in is None:
+            introspection = await self._introspect_for_expiry(response.access_token)
+        token = issued_access_token(
+            response,
             issuer=iss.url,
             client_id=self._client_id,
-            subject=subject,
-            scopes=response.scopes,
-            requested_scopes=want if want is not None and want != response.scopes else None,
-            expires_at=expires_at,
-            issued_at=now,
-            updated_at=now,
-            token_type=response.token_type,
-            resource=resource,
-            extra=response.extra,
-            introspection=introspection.raw if introspection else None,
-            introspected_at=now if introspection else None,
-            grant_id=_grant_of(parent) if parent is not None else None,
+            subject=request.subject,
+            requested=request.scopes,
+            resource=request.resource,
+            now=now,
+            expires_at=access_expiry(response, now, introspection, iss.options.default_lifetime),
+            introspection=introspection,
+            grant_id=grant.grant_id,
         )
         await iss.store.put(token)
         logger.debug("stored access token %s", token.short_hash)
+        if response.id_token is not None and id_claims is not None:
+            await iss.id_tokens.keep(response.id_token, id_claims)
+        iss.emit(grant.event, request.subject, token.scopes, token_hash=token.token_hash)
         return token
+
+    async def _introspect_for_expiry(self, value: str) -> IntrospectionResult | None:
+        """Introspection of a new access token whose answer had no ``expires_in`` (``None``
+        when the server offers none or it fails: then the default lifetime applies)."""
+        iss = self.issuer
+        if not await iss.has_endpoint("introspection_endpoint"):
+            return None
+        try:
+            return await iss.introspect_value(value, "access_token")
+        except OAuth2TokenManagerError as exc:
+            logger.info("introspection for the expiry failed (%s): default lifetime", exc)
+            return None
+
+    async def _drop_grant(self, refresh: Token) -> None:
+        """Remove the access tokens obtained with ``refresh``'s grant."""
+        page = await self.list(subject=refresh.subject)
+        for token in page.items:
+            if belongs_to_grant(token, refresh):
+                await self.issuer.store.delete(token.token_hash)
 
 
 class AsyncRefreshTokenManager(_AsyncTokenManager):

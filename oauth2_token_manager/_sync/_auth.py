@@ -19,20 +19,18 @@ goes through the manager: caching, refresh and single-flight apply to every requ
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
-from .._decide import refresh_at, usable_until
+from .._config import IssuerOptions
+from .._decide import marks
 from .._flows import AuthFlow
-from .._models import AccessToken
+from .._models import AccessToken, Token
 from .._scopes import normalize
 from .._www_authenticate import RetryNewToken, retry_action
 
-if TYPE_CHECKING:
-    from ._manager import AccessTokenManager
-
-__all__ = ["TokenAuth", "origin_of"]
+__all__ = ["AccessTokenSource", "TokenAuth", "origin_of"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -44,6 +42,31 @@ def origin_of(url: httpx.URL | str) -> str:
     return f"{url.scheme}://{url.host}:{port}"
 
 
+class _IssuerView(Protocol):
+    @property
+    def store(self) -> object: ...
+
+    @property
+    def options(self) -> IssuerOptions: ...
+
+
+class AccessTokenSource(Protocol):
+    """What ``TokenAuth`` needs of an access-token manager (it imports none)."""
+
+    @property
+    def issuer(self) -> _IssuerView: ...
+
+    def get(
+        self,
+        subject: str | None = None,
+        scopes: Iterable[str] | None = None,
+        *,
+        resource: str | None = None,
+    ) -> AccessToken: ...
+
+    def invalidate(self, token: Token | str) -> None: ...
+
+
 class TokenAuth(httpx.Auth):
     """Bearer tokens from an access-token manager for every request of an httpx client."""
 
@@ -52,7 +75,7 @@ class TokenAuth(httpx.Auth):
 
     def __init__(
         self,
-        manager: AccessTokenManager,
+        manager: AccessTokenSource,
         scopes: Iterable[str] | None = None,
         subject: str | None = None,
         *,
@@ -126,9 +149,7 @@ class TokenAuth(httpx.Auth):
         token = self.manager.get(self.subject, self.scopes, resource=self.resource)
         if version is not None:  # read before ``get``: a write meanwhile voids the memo
             options = issuer.options
-            until = min(  # reused until unusable, or until due for refresh ahead
-                usable_until(token, options.leeway),
-                refresh_at(token, options.leeway, options.refresh_ahead),
-            )
+            # reused until due for refresh ahead, or until unusable (the earlier of the two)
+            until = min(marks(token, options.leeway, options.refresh_ahead))
             self._memo = (token, until, version)
         return token

@@ -20,7 +20,8 @@ from .._models import GroupKey, IDToken, UserinfoRecord
 from .._oidc import merge_claims, userinfo_format
 from .._protocol import _no_duplicates, error_from_response
 from ._http import read_bounded
-from ._manager import AccessTokenManager, Issuer
+from ._issuer import Issuer
+from ._manager import AccessTokenManager
 
 __all__ = ["ClaimsManager"]
 
@@ -45,12 +46,12 @@ class ClaimsManager:
     def register_id_token(self, id_token: str, *, nonce: str | None = None) -> IDToken:
         """Validate an ID token (signature, iss, aud/azp, exp, iat, nonce) and keep it as its
         subject's latest; ``IDTokenError`` and nothing stored when it is not valid."""
-        claims = self.issuer.validate_id_token(id_token, nonce=nonce)
-        return self.issuer.store_id_token(id_token, claims)
+        claims = self.issuer.jwt.validate_id_token(id_token, nonce=nonce)
+        return self.issuer.id_tokens.keep(id_token, claims)
 
     def get_id_token(self, subject: str) -> IDToken:
         """The subject's latest ID token, even expired (for ``id_token_hint`` at logout)."""
-        token = self.issuer.latest_id_token(subject)
+        token = self.issuer.id_tokens.latest(subject)
         if token is None:
             raise TokenNotFoundError(f"no ID token for subject {subject!r}")
         return token
@@ -83,7 +84,7 @@ class ClaimsManager:
                 raise UserinfoError(f"userinfo from {raw.url} is not a JSON object")
         else:
             algorithms = (iss.client.userinfo_signed_response_alg or "RS256",)
-            claims = iss.validate_jwt(body.strip(), algorithms, UserinfoError)
+            claims = iss.jwt.validate_jwt(body.strip(), algorithms, UserinfoError)
             if "iss" in claims and claims["iss"] != metadata.issuer:
                 raise UserinfoError("the signed userinfo names another issuer")
             aud = claims.get("aud")
@@ -91,7 +92,7 @@ class ClaimsManager:
                 [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
             ):
                 raise UserinfoError("the signed userinfo is for another audience")
-        id_token = iss.latest_id_token(subject)
+        id_token = iss.id_tokens.latest(subject)
         expected = id_token.claims.get("sub") if id_token is not None else subject
         if claims.get("sub") != expected:
             raise UserinfoError(
@@ -120,7 +121,7 @@ class ClaimsManager:
         """The subject's claims: the latest ID token's (less protocol claims) merged with
         userinfo, which is asked again when older than ``min_userinfo_refresh_interval``."""
         iss = self.issuer
-        id_token = iss.latest_id_token(subject)
+        id_token = iss.id_tokens.latest(subject)
         found = iss.store.find(self._group("userinfo", subject), None)
         record = cast(UserinfoRecord, found[0]) if found else None
         now = iss.options.clock()

@@ -3,14 +3,15 @@
 cached for an hour, re-fetched when a token names an unknown ``kid`` (key rotation); such
 re-fetches happen at most every ``jwks_min_refetch_interval`` seconds, so a flood of bogus
 ``kid`` values does not stampede the server. Shared by ID token, userinfo and any later JWT
-validation.
+validation. It receives what it needs (HTTP client, metadata cache, clock, limits) like
+``MetadataCache`` does, and knows nothing of the issuer that holds it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection
+from typing import Any
 
 import httpx
 from joserfc.jwk import KeySet
@@ -19,10 +20,8 @@ from .._exceptions import MetadataError, OAuth2TokenManagerError
 from .._jose import UnknownKeyError, key_set, verify
 from .._protocol import error_from_response
 from .._synchronization import Lock
+from ._discovery import MetadataCache
 from ._http import read_bounded
-
-if TYPE_CHECKING:
-    from ._manager import Issuer
 
 __all__ = ["JWKSCache"]
 
@@ -32,8 +31,20 @@ MAX_AGE = 3600.0
 class JWKSCache:
     """The issuer's signing keys, cached; ``verify`` handles key rotation."""
 
-    def __init__(self, issuer: Issuer) -> None:
-        self._issuer = issuer
+    def __init__(
+        self,
+        http: httpx.Client,
+        metadata: MetadataCache,
+        *,
+        clock: Callable[[], float],
+        max_body: int,
+        min_refetch_interval: float,
+    ) -> None:
+        self._http = http
+        self._metadata = metadata
+        self._clock = clock
+        self._max_body = max_body
+        self._min_refetch_interval = min_refetch_interval
         self._keys: KeySet | None = None
         self._fetched_at = float("-inf")
         self._refetched_at = float("-inf")
@@ -43,26 +54,25 @@ class JWKSCache:
 
     def keys(self, *, refetch: bool = False) -> KeySet:
         """The key set; ``refetch`` asks for a fresh copy (rate-limited)."""
-        issuer = self._issuer
-        metadata = issuer.metadata()
+        metadata = self._metadata.get()
         inline = metadata.get("jwks")
         if inline is not None and not metadata.get("jwks_uri"):
             return key_set(inline)
-        now = issuer.options.clock()
+        now = self._clock()
         if self._keys is not None and not refetch and now - self._fetched_at < MAX_AGE:
             return self._keys
         with self._lock:
-            now = issuer.options.clock()
+            now = self._clock()
             if self._keys is not None:
                 if not refetch and now - self._fetched_at < MAX_AGE:
                     return self._keys  # another caller fetched it meanwhile
                 if refetch:
-                    if now - self._refetched_at < issuer.options.jwks_min_refetch_interval:
+                    if now - self._refetched_at < self._min_refetch_interval:
                         return self._keys  # rate limit on unknown kids: keep what we have
                     self._refetched_at = now
             url = metadata.endpoint("jwks_uri")
             request = httpx.Request("GET", url, headers={"Accept": "application/json"})
-            raw = read_bounded(issuer.http, request, issuer.options.max_response_bytes)
+            raw = read_bounded(self._http, request, self._max_body)
             if raw.status_code != 200:
                 raise error_from_response(raw)
             try:

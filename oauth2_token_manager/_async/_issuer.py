@@ -1,0 +1,302 @@
+"""``AsyncIssuer``: one authorization server and this client, shared by its managers.
+
+It owns the I/O every manager needs and decides nothing: the transport (client-authenticated
+form posts read with a size bound), retries of transient failures (the rules are ``_retry``'s),
+the failure cache, the single-flight locks (in this process and, with a shared store, across
+processes), events, and the metadata, JWK Set and ID-token helpers. ``_sync/_issuer.py`` is
+generated from this file by ``scripts/unasync.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .._client_auth import ClientConfig
+from .._config import IssuerOptions
+from .._events import EventKind, TokenEvent, emit
+from .._exceptions import OAuth2TokenManagerError, ResponseError, TransportError
+from .._grants import LockKey
+from .._metadata import ServerMetadata
+from .._protocol import (
+    IntrospectionResult,
+    TokenResponse,
+    TokenTypeHint,
+    build_form_request,
+    check_revocation_response,
+    introspection_form,
+    parse_introspection_response,
+    parse_token_response,
+    revocation_form,
+)
+from .._retry import is_transient, reached_server, retry_after, retry_delay
+from .._stores import AsyncTokenStore, TokenStore, async_store
+from .._synchronization import async_sleep
+from ._discovery import AsyncMetadataCache
+from ._http import read_bounded
+from ._id_tokens import AsyncIDTokens, AsyncJWTValidator
+from ._jwks import AsyncJWKSCache
+from ._locks import AsyncKeyedLocks, AsyncStoreLock, _AsyncHeld
+
+__all__ = ["AsyncIssuer"]
+
+logger = logging.getLogger("oauth2_token_manager")
+
+_FAILURES_MAX = 10_000
+
+
+class AsyncIssuer:
+    """One authorization server and this client's configuration, shared by its managers.
+
+    Holds the store, the HTTP client (created and owned when not given), the metadata cache
+    and the single-flight locks. Options are keyword arguments (see ``IssuerOptions``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client: ClientConfig,
+        *,
+        store: AsyncTokenStore | TokenStore | None = None,
+        http: httpx.AsyncClient | None = None,
+        **options: Any,
+    ) -> None:
+        self.url = url
+        self.client = client
+        self.options = IssuerOptions(**options)
+        self.store: AsyncTokenStore = async_store(store, self.options.clock)
+        self._owns_http = http is None
+        self.http = http or httpx.AsyncClient(timeout=self.options.timeout)
+        self.metadata_cache = AsyncMetadataCache(
+            url,
+            self.http,
+            clock=self.options.clock,
+            overrides=self.options.metadata,
+            discovery=self.options.discovery,
+            allow_insecure_loopback=self.options.allow_insecure_loopback,
+            max_body=self.options.max_response_bytes,
+        )
+        self.locks: AsyncKeyedLocks[LockKey] = AsyncKeyedLocks()
+        self._failures: dict[object, tuple[OAuth2TokenManagerError, float]] = {}
+        self.jwks = AsyncJWKSCache(
+            self.http,
+            self.metadata_cache,
+            clock=self.options.clock,
+            max_body=self.options.max_response_bytes,
+            min_refetch_interval=self.options.jwks_min_refetch_interval,
+        )
+        self.jwt = AsyncJWTValidator(
+            client,
+            self.metadata_cache,
+            self.jwks,
+            clock=self.options.clock,
+            leeway=self.options.leeway,
+        )
+        self.id_tokens = AsyncIDTokens(
+            self.store,
+            issuer=url,
+            client_id=client.client_id,
+            clock=self.options.clock,
+            retention=self.options.claims_retention,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncIssuer({self.url!r}, {self.client!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this issuer created it."""
+        if self._owns_http:
+            await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncIssuer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def metadata(self) -> ServerMetadata:
+        """The authorization server's metadata (discovered and cached, or configured)."""
+        return await self.metadata_cache.get()
+
+    async def has_endpoint(self, field: str) -> bool:
+        """Whether the server advertises ``field`` (a metadata failure is raised, not hidden)."""
+        metadata = await self.metadata()
+        return bool(metadata.get(field))
+
+    # --- transport ------------------------------------------------------------------------
+
+    async def _post(self, field: str, form: dict[str, str]) -> Any:
+        """Send a client-authenticated form to the endpoint named by metadata ``field``."""
+        metadata = await self.metadata()
+        url = metadata.endpoint(field)
+        request = build_form_request(
+            self.client,
+            url,
+            form,
+            token_endpoint=metadata.endpoint("token_endpoint"),
+            issuer=self.url,
+            now=self.options.clock(),
+        )
+        return await read_bounded(self.http, request, self.options.max_response_bytes)
+
+    async def token_request(
+        self, form: dict[str, str], requested: frozenset[str] | None
+    ) -> TokenResponse:
+        """POST a grant to the token endpoint and parse the answer."""
+        raw = await self._post("token_endpoint", form)
+        return parse_token_response(raw, requested)
+
+    async def request_token(
+        self, form: dict[str, str], requested: frozenset[str] | None, *, replay_safe: bool
+    ) -> TokenResponse:
+        """``token_request`` with transient failures retried (see ``_retry``); a grant that
+        must not be replayed (refresh) is retried only if the server surely did not see it."""
+        options = self.options
+        retry = 0
+        while True:
+            try:
+                return await self.token_request(form, requested)
+            except (ResponseError, TransportError) as exc:
+                if not is_transient(exc) or (not replay_safe and reached_server(exc)):
+                    raise
+                retry += 1
+                header = exc.retry_after if isinstance(exc, ResponseError) else None
+                server_delay = (
+                    retry_after({"retry-after": header}, options.clock()) if header else None
+                )
+                delay = retry_delay(options.retry, retry, server_delay, options.random)
+                if delay is None:
+                    raise
+                logger.info("token request failed (%s); retry %d in %.2f s", exc, retry, delay)
+                await async_sleep(delay)
+
+    async def introspect_value(self, value: str, hint: TokenTypeHint | None) -> IntrospectionResult:
+        """RFC 7662 introspection of a token value."""
+        raw = await self._post("introspection_endpoint", introspection_form(value, hint))
+        return parse_introspection_response(raw)
+
+    async def revoke_value(self, value: str, hint: TokenTypeHint | None) -> None:
+        """RFC 7009 revocation of a token value."""
+        raw = await self._post("revocation_endpoint", revocation_form(value, hint))
+        check_revocation_response(raw)
+
+    # --- failure cache ----------------------------------------------------------------------
+
+    def recent_failure(self, key: object) -> OAuth2TokenManagerError | None:
+        """The failure of ``key``'s last token request if within ``failure_cache`` seconds."""
+        entry = self._failures.get(key)
+        if entry is None:
+            return None
+        if self.options.clock() < entry[1]:
+            return entry[0].with_traceback(None)
+        self._failures.pop(key, None)
+        return None
+
+    def remember_failure(self, key: object, error: OAuth2TokenManagerError) -> None:
+        """Serve ``error`` to ``key``'s callers for ``failure_cache`` seconds, so a failing
+        server is not stampeded (what is remembered is ``_decide.failure_plan``'s choice)."""
+        if self.options.failure_cache > 0:
+            if len(self._failures) >= _FAILURES_MAX:
+                self._failures.clear()
+            self._failures[key] = (error, self.options.clock() + self.options.failure_cache)
+
+    # --- single-flight ----------------------------------------------------------------------
+
+    def store_lock(self, key: LockKey) -> AsyncStoreLock:
+        """The store's cross-process lock for a lock key (a no-op for process-local stores)."""
+        name = hashlib.sha256(repr(key).encode()).hexdigest()
+        options = self.options
+        wait = options.lock_lease + options.retry.attempts * (
+            options.timeout + options.retry.max_delay
+        )
+        return AsyncStoreLock(self.store, name, lease=options.lock_lease, timeout=wait)
+
+    def lock(self, key: LockKey, *, wait: bool = True) -> _AsyncIssuerLock:
+        """The lock of ``key`` in this process, then the store's across processes.
+
+        ``async with issuer.lock(key, wait=False) as held:`` only tries: ``held`` is False
+        when another caller holds either lock (nothing is held then).
+        """
+        return _AsyncIssuerLock(self, key, wait)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def emit(
+        self,
+        kind: EventKind,
+        subject: str | None,
+        scopes: frozenset[str] | None,
+        *,
+        token_hash: str | None = None,
+        previous_hash: str | None = None,
+        error: OAuth2TokenManagerError | None = None,
+    ) -> None:
+        """Tell the ``on_event`` callback (if any) what happened."""
+        if self.options.on_event is None:
+            return
+        emit(
+            self.options.on_event,
+            TokenEvent(
+                kind,
+                self.url,
+                self.client.client_id,
+                subject,
+                scopes,
+                token_hash=token_hash,
+                previous_hash=previous_hash,
+                error=error,
+                at=self.options.clock(),
+            ),
+        )
+
+
+class _AsyncIssuerLock:
+    """``AsyncIssuer.lock``: the keyed lock, then the store lock; released in reverse."""
+
+    __slots__ = ("_held", "_issuer", "_key", "_store_lock", "_wait")
+
+    def __init__(self, issuer: AsyncIssuer, key: LockKey, wait: bool) -> None:
+        self._issuer = issuer
+        self._key = key
+        self._wait = wait
+        self._held: _AsyncHeld[LockKey] | None = None
+        self._store_lock: AsyncStoreLock | None = None
+
+    async def __aenter__(self) -> bool:
+        locks = self._issuer.locks
+        held = locks.hold(self._key) if self._wait else locks.try_hold(self._key)
+        if held is None:
+            return False
+        await held.__aenter__()
+        try:
+            store_lock = self._issuer.store_lock(self._key)
+            if not await store_lock.acquire(wait=self._wait):
+                await held.__aexit__(None, None, None)
+                return False
+        except BaseException:
+            await held.__aexit__(None, None, None)
+            raise
+        self._held, self._store_lock = held, store_lock
+        return True
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._held is None or self._store_lock is None:
+            return
+        try:
+            await self._store_lock.release()
+        finally:
+            await self._held.__aexit__(None, None, None)

@@ -367,12 +367,13 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         the server are raised as they are, never replaced by "not found".
         """
         iss = self.issuer
+        options = iss.options
         if scopes is None:
             want: frozenset[str] | None = None
             scope_key: str | None = None
         else:
             want, scope_key = normalize(scopes)
-        match = match or iss.options.scope_match
+        match = match or options.scope_match
         group = self._groups.get((subject, resource))
         if group is None:
             group = self._group(subject, resource)
@@ -380,7 +381,6 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
                 self._groups.clear()
             self._groups[(subject, resource)] = group
         key = scope_key if match == "exact" else None
-        options = iss.options
         found, due = select(
             await iss.store.find(group, key),
             want,
@@ -391,7 +391,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         )
         if found is None or due:
             return await self._obtain(TokenRequest(group, key, subject, want, match, resource))
-        return cast(AccessToken, found)
+        return found  # type: ignore[return-value]  # the access group holds access tokens
 
     def auth(
         self,

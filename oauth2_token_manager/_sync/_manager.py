@@ -368,12 +368,13 @@ class AccessTokenManager(_TokenManager):
         the server are raised as they are, never replaced by "not found".
         """
         iss = self.issuer
+        options = iss.options
         if scopes is None:
             want: frozenset[str] | None = None
             scope_key: str | None = None
         else:
             want, scope_key = normalize(scopes)
-        match = match or iss.options.scope_match
+        match = match or options.scope_match
         group = self._groups.get((subject, resource))
         if group is None:
             group = self._group(subject, resource)
@@ -381,7 +382,6 @@ class AccessTokenManager(_TokenManager):
                 self._groups.clear()
             self._groups[(subject, resource)] = group
         key = scope_key if match == "exact" else None
-        options = iss.options
         found, due = select(
             iss.store.find(group, key),
             want,
@@ -392,7 +392,7 @@ class AccessTokenManager(_TokenManager):
         )
         if found is None or due:
             return self._obtain(TokenRequest(group, key, subject, want, match, resource))
-        return cast(AccessToken, found)
+        return found  # type: ignore[return-value]  # the access group holds access tokens
 
     def auth(
         self,

@@ -32,6 +32,7 @@ __all__ = [
     "TokenKind",
     "UserinfoRecord",
     "hash_prefix",
+    "is_hash_prefix",
     "is_token_hash",
     "short_hash",
     "token_from_dict",
@@ -67,6 +68,15 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 def is_token_hash(text: object) -> bool:
     """Whether ``text`` is a full token hash (64 lowercase hex digits)."""
     return isinstance(text, str) and _SHA256_HEX.fullmatch(text) is not None
+
+
+_HASH_PREFIX = re.compile(r"[0-9a-f]{8,64}")
+
+
+def is_hash_prefix(text: object) -> bool:
+    """Whether ``text`` names a token hash or a prefix of one: 8 to 64 lowercase hex digits
+    (a full hash is its own prefix). Whether a prefix is unique is the caller's question."""
+    return isinstance(text, str) and _HASH_PREFIX.fullmatch(text) is not None
 
 
 class GroupKey(NamedTuple):

@@ -50,25 +50,15 @@ import contextlib
 import json
 import logging
 import os
-import re
-import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO, get_args
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from . import (
     ANY,
     AccessTokenManager,
-    AuthMethod,
-    ClientConfig,
     ConfigurationError,
     DiskStore,
     Issuer,
@@ -77,355 +67,32 @@ from . import (
     Token,
     TokenNotFoundError,
     __version__,
-    short_hash,
+)
+from ._models import hash_prefix, is_hash_prefix, is_token_hash, short_hash
+from ._profile import (
+    AUTH_METHODS,
+    CONFIG_ENV,
+    ENV_PREFIX,
+    FIELDS,
+    PROFILE_ENV,
+    Settings,
+    UsageError,
+    build_client,
+    encryption_keys,
+    load_settings,
+    split_scopes,
 )
 from ._stores._disk import default_directory
 
 __all__ = ["main"]
 
 PROG = "oauth2-token-manager"
-ENV_PREFIX = "OAUTH2_TOKEN_MANAGER_"
-CONFIG_ENV = ENV_PREFIX + "CONFIG"
-PROFILE_ENV = ENV_PREFIX + "PROFILE"
-
-_AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
-_NEEDS_SECRET = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
-_STRING_FIELDS = (
-    "issuer",
-    "client_id",
-    "client_secret_env",
-    "auth_method",
-    "signing_alg",
-    "encryption_keys_env",
-)
-_PATH_FIELDS = ("client_secret_file", "private_key_file", "store")
-_BOOL_FIELDS = ("allow_insecure_loopback", "discovery")
-_FIELDS = (*_STRING_FIELDS, *_PATH_FIELDS, *_BOOL_FIELDS, "scopes", "leeway", "metadata")
-_SECRET_SOURCES = ("client_secret_env", "client_secret_file")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-_HEX = re.compile(r"[0-9a-f]{8,64}")
 _KINDS = ("access", "refresh")
 
 # Commands that send client-authenticated requests; the others never need the secret.
 _AUTHENTICATED = frozenset({"token", "introspect", "revoke", "delete", "delete-all", "register"})
 
 Manager = AccessTokenManager | RefreshTokenManager
-
-
-class UsageError(Exception):
-    """A usage or configuration error: exit status 2."""
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Settings:
-    """The merged configuration of one run (file < environment < flags)."""
-
-    profile: str | None
-    issuer: str
-    client_id: str
-    auth_method: str = "client_secret_basic"
-    client_secret_env: str | None = None
-    client_secret_file: Path | None = None
-    private_key_file: Path | None = None
-    signing_alg: str | None = None
-    store: Path | None = None
-    encryption_keys_env: str | None = None
-    scopes: list[str] | None = None
-    allow_insecure_loopback: bool = False
-    leeway: float | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    discovery: bool = True
-
-
-def _encryption_keys(settings: Settings, environ: Mapping[str, str]) -> list[str] | None:
-    """The store's Fernet keys from the variable named by ``encryption_keys_env``
-    (comma-separated, the first one encrypts)."""
-    if settings.encryption_keys_env is None:
-        return None
-    raw = environ.get(settings.encryption_keys_env, "")
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
-    if not keys:
-        raise UsageError(
-            f"the environment variable {settings.encryption_keys_env} (encryption_keys_env) "
-            "is empty or not set"
-        )
-    return keys
-
-
-def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
-    """The configuration file and whether it was named explicitly (then it must exist)."""
-    named = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
-    if named:
-        return Path(named).expanduser(), True
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "oauth2_token_manager" / "config.toml", False
-
-
-def _read_config(path: Path, explicit: bool) -> dict[str, Any] | None:
-    """The parsed file; ``None`` when the default file does not exist."""
-    try:
-        with path.open("rb") as file:
-            document: dict[str, Any] = tomllib.load(file)
-    except FileNotFoundError:
-        if explicit:
-            raise UsageError(f"configuration file {path} does not exist") from None
-        return None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read configuration file {path}: {exc.strerror}") from None
-    for key, value in document.items():
-        if key == "default_profile":
-            if not isinstance(value, str) or not value:
-                raise UsageError(f"{path}: default_profile must be a profile name")
-        elif key == "profiles":
-            if not isinstance(value, dict) or not all(isinstance(p, dict) for p in value.values()):
-                raise UsageError(f"{path}: profiles must be tables ([profiles.NAME])")
-        else:
-            raise UsageError(
-                f"{path}: unknown top-level key {key!r} "
-                "(expected default_profile and [profiles.NAME] tables)"
-            )
-    return document
-
-
-def _field_error(source: str, name: str, expected: str) -> UsageError:
-    return UsageError(f"{source}: {name} must be {expected}")
-
-
-def _check_string(source: str, name: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise _field_error(source, name, "a non-empty string")
-    if name == "auth_method" and value not in _AUTH_METHODS:
-        raise UsageError(
-            f"{source}: unknown auth_method {value!r} (one of {', '.join(_AUTH_METHODS)})"
-        )
-    return value
-
-
-def _check_scopes(source: str, value: object) -> list[str]:
-    if isinstance(value, str):
-        return value.split()
-    if isinstance(value, list) and all(isinstance(s, str) for s in value):
-        return _split_scopes(value)
-    raise _field_error(source, "scopes", "a list of strings")
-
-
-def _check_metadata(source: str, value: object) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise _field_error(source, "metadata", "a table of field = URL strings")
-    return dict(value)
-
-
-def _file_layer(document: Mapping[str, Any] | None, name: str | None, path: Path) -> dict[str, Any]:
-    """The typed fields of profile ``name`` (relative paths resolved against the file)."""
-    if name is None:
-        return {}
-    if document is None:
-        raise UsageError(f"unknown profile {name!r}: there is no configuration file {path}")
-    profiles: Mapping[str, Any] = document.get("profiles", {})
-    if name not in profiles:
-        known = ", ".join(sorted(profiles)) or "none"
-        raise UsageError(f"unknown profile {name!r} in {path} (profiles: {known})")
-    source = f"{path} [profiles.{name}]"
-    layer: dict[str, Any] = {}
-    for key, value in profiles[name].items():
-        if key == "client_secret":
-            raise UsageError(
-                f"{source}: client_secret is not read from the configuration file; "
-                "use client_secret_env or client_secret_file"
-            )
-        if key in _STRING_FIELDS:
-            layer[key] = _check_string(source, key, value)
-        elif key in _PATH_FIELDS:
-            file_path = Path(_check_string(source, key, value)).expanduser()
-            layer[key] = file_path if file_path.is_absolute() else path.parent / file_path
-        elif key in _BOOL_FIELDS:
-            if not isinstance(value, bool):
-                raise _field_error(source, key, "true or false")
-            layer[key] = value
-        elif key == "scopes":
-            layer[key] = _check_scopes(source, value)
-        elif key == "leeway":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _field_error(source, key, "a number of seconds")
-            layer[key] = float(value)
-        elif key == "metadata":
-            layer[key] = _check_metadata(source, value)
-        else:
-            raise UsageError(f"{source}: unknown field {key!r} (known: {', '.join(_FIELDS)})")
-    return layer
-
-
-def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The fields set by ``OAUTH2_TOKEN_MANAGER_<FIELD>`` (an empty variable counts as unset)."""
-    layer: dict[str, Any] = {}
-    for key in _FIELDS:
-        name = ENV_PREFIX + key.upper()
-        raw = environ.get(name, "")
-        if not raw:
-            continue
-        if key in _STRING_FIELDS:
-            layer[key] = _check_string(name, key, raw)
-        elif key in _PATH_FIELDS:
-            layer[key] = Path(raw).expanduser()
-        elif key in _BOOL_FIELDS:
-            if raw.lower() not in _TRUE | _FALSE:
-                raise UsageError(f"{name} must be 1/0, true/false or yes/no")
-            layer[key] = raw.lower() in _TRUE
-        elif key == "scopes":
-            layer[key] = raw.split()
-        elif key == "leeway":
-            layer[key] = _parse_seconds(name, raw)
-        else:  # metadata
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                raise UsageError(f"{name} must be a JSON object of field: URL") from None
-            layer[key] = _check_metadata(name, value)
-    return layer
-
-
-def _flag_layer(args: argparse.Namespace) -> dict[str, Any]:
-    layer: dict[str, Any] = {}
-    for key in _FIELDS:
-        if key == "metadata":
-            pairs = getattr(args, "endpoint", None)
-            if pairs:
-                layer[key] = dict(pairs)
-        elif key != "scopes" and hasattr(args, key):
-            value = getattr(args, key)
-            layer[key] = Path(value).expanduser() if key in _PATH_FIELDS else value
-    return layer
-
-
-def _merge(layers: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Later layers win, field by field; the secret's source (env or file) is one field."""
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        if any(key in layer for key in _SECRET_SOURCES):
-            for key in _SECRET_SOURCES:
-                merged.pop(key, None)
-        for key, value in layer.items():
-            if key == "metadata":
-                merged[key] = {**merged.get(key, {}), **value}
-            else:
-                merged[key] = value
-    return merged
-
-
-def load_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """Read the configuration file, select the profile and apply the overrides."""
-    path, explicit = _config_path(args)
-    document = _read_config(path, explicit)
-    name: str | None = (
-        getattr(args, "profile", None)
-        or environ.get(PROFILE_ENV)
-        or (document or {}).get("default_profile")
-    )
-    if name is None and "default" in (document or {}).get("profiles", {}):
-        name = "default"
-    merged = _merge([_file_layer(document, name, path), _env_layer(environ), _flag_layer(args)])
-    for required, flag in (("issuer", "--issuer"), ("client_id", "--client-id")):
-        if required not in merged:
-            where = f"profile {name!r}" if name else "no profile selected"
-            raise UsageError(
-                f"no {required} configured ({where}): set {required} in the profile, "
-                f"{ENV_PREFIX}{required.upper()} or {flag}"
-            )
-    return Settings(profile=name, **merged)
-
-
-# --------------------------------------------------------------------------------------------
-# Credentials
-# --------------------------------------------------------------------------------------------
-
-
-def _read_private_file(path: Path, what: str) -> str:
-    """The text of a file only its owner can access (checked on the open file)."""
-    try:
-        with path.open(encoding="utf-8") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            if os.name == "posix" and mode & 0o077:
-                raise UsageError(
-                    f"{what} {path} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-                )
-            text = file.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{what} {path} is not UTF-8 text") from None
-    text = text.rstrip("\r\n")
-    if not text:
-        raise UsageError(f"{what} {path} is empty")
-    return text
-
-
-def _client_secret(settings: Settings, environ: Mapping[str, str]) -> str:
-    if settings.client_secret_file is not None:
-        return _read_private_file(settings.client_secret_file, "client secret file")
-    if settings.client_secret_env is not None:
-        secret = environ.get(settings.client_secret_env, "")
-        if not secret:
-            raise UsageError(
-                f"the environment variable {settings.client_secret_env} (client_secret_env) "
-                "is not set or empty"
-            )
-        return secret
-    raise UsageError(
-        f"{settings.auth_method} needs a client secret: set client_secret_env or "
-        "client_secret_file in the profile (or --client-secret-env/--client-secret-file)"
-    )
-
-
-def _private_key(settings: Settings) -> Mapping[str, Any] | str:
-    if settings.private_key_file is None:
-        raise UsageError("private_key_jwt needs private_key_file (a PEM file or a JSON JWK)")
-    text = _read_private_file(settings.private_key_file, "private key file")
-    if text.lstrip().startswith("{"):
-        try:
-            jwk = json.loads(text)
-        except ValueError:
-            jwk = None
-        if not isinstance(jwk, dict):
-            raise UsageError(f"private key file {settings.private_key_file} is not a JSON JWK")
-        return jwk
-    return text
-
-
-def build_client(
-    settings: Settings, environ: Mapping[str, str], secrets: list[str], *, authenticate: bool
-) -> ClientConfig:
-    """The client configuration; without ``authenticate`` no credential is read at all."""
-    method = settings.auth_method
-    if not authenticate or method == "none":
-        return ClientConfig(settings.client_id, auth_method="none")
-    if method == "private_key_jwt":
-        key = _private_key(settings)
-        return ClientConfig(
-            settings.client_id,
-            auth_method="private_key_jwt",
-            private_key=key,
-            signing_alg=settings.signing_alg,
-        )
-    secret = _client_secret(settings, environ)
-    secrets.append(secret)
-    return ClientConfig(
-        settings.client_id,
-        secret,
-        auth_method=method,  # type: ignore[arg-type]  # checked against AuthMethod
-        signing_alg=settings.signing_alg,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,10 +187,6 @@ class Context:
         return self.access if kind == "access" else self.refresh
 
 
-def _split_scopes(values: Iterable[str]) -> list[str]:
-    return [scope for value in values for scope in value.split()]
-
-
 def _token_value(ctx: Context, args: argparse.Namespace, manager: Manager) -> str:
     """The token named by TOKEN, ``-`` (standard input) or ``--hash``."""
     if (args.token is None) == (args.hash is None):
@@ -538,12 +201,20 @@ def _token_value(ctx: Context, args: argparse.Namespace, manager: Manager) -> st
     return str(args.token)
 
 
+def _named_token(ctx: Context, args: argparse.Namespace) -> tuple[Manager, str, str]:
+    """The manager of ``--kind``, the token named by TOKEN, ``-`` or ``--hash``, and how
+    messages name it: its kind and the prefix of its hash, never its value."""
+    manager = ctx.manager(args.kind)
+    value = _token_value(ctx, args, manager)
+    return manager, value, f"{manager.kind} token {short_hash(value)}"
+
+
 def _stored_by_hash(ctx: Context, manager: Manager, given: str) -> Token:
     """The stored token of this issuer and client with this SHA-256 hash (or hash prefix)."""
     digest = given.lower()
-    if not _HEX.fullmatch(digest):
+    if not is_hash_prefix(digest):
         raise UsageError("--hash takes 8 to 64 hex digits of a token's SHA-256 hash")
-    if len(digest) == 64:
+    if is_token_hash(digest):
         token = manager.find_by_hash(digest)
     else:
         found = [t for t in manager.list().items if t.token_hash.startswith(digest)]
@@ -551,7 +222,7 @@ def _stored_by_hash(ctx: Context, manager: Manager, given: str) -> Token:
             raise UsageError(f"hash prefix {digest} matches {len(found)} tokens: give more digits")
         token = found[0] if found else None
     if token is None:
-        raise TokenNotFoundError(f"no stored {manager.kind} token with hash {digest}")
+        raise TokenNotFoundError(f"no stored {manager.kind} token with hash {hash_prefix(digest)}")
     if token.issuer != ctx.issuer.url or token.client_id != ctx.settings.client_id:
         raise TokenNotFoundError(
             f"stored {manager.kind} token {token.short_hash} belongs to issuer {token.issuer} "
@@ -561,7 +232,7 @@ def _stored_by_hash(ctx: Context, manager: Manager, given: str) -> Token:
 
 
 def cmd_token(ctx: Context, args: argparse.Namespace) -> int:
-    scopes = _split_scopes(args.scope) if args.scope else ctx.settings.scopes
+    scopes = split_scopes(args.scope) if args.scope else ctx.settings.scopes
     token = ctx.access.get(args.subject, scopes, resource=args.resource)
     ctx.out.write(token.value + "\n")
     return 0
@@ -619,13 +290,11 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_introspect(ctx: Context, args: argparse.Namespace) -> int:
-    manager = ctx.manager(args.kind)
-    value = _token_value(ctx, args, manager)
+    manager, value, name = _named_token(ctx, args)
     result = manager.introspect(value)
     if args.json:
         _dump(dict(result.raw), ctx.out)
         return 0
-    name = f"{manager.kind} token {short_hash(value)}"
     if not result.active:
         ctx.out.write(f"{name}: inactive (expired, revoked or unknown to the server)\n")
         return 0
@@ -641,23 +310,20 @@ def cmd_introspect(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
-    manager = ctx.manager(args.kind)
-    value = _token_value(ctx, args, manager)
+    manager, value, name = _named_token(ctx, args)
     manager.revoke(value)
-    ctx.out.write(f"revoked {manager.kind} token {short_hash(value)}\n")
+    ctx.out.write(f"revoked {name}\n")
     return 0
 
 
 def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
-    manager = ctx.manager(args.kind)
-    value = _token_value(ctx, args, manager)
+    manager, value, name = _named_token(ctx, args)
     removed = manager.delete(value)
-    what = f"{manager.kind} token {short_hash(value)}"
     revoked = "" if args.no_revoke else " and revoked it at the server"
     if removed:
-        ctx.out.write(f"deleted {what}{revoked}\n")
+        ctx.out.write(f"deleted {name}{revoked}\n")
     else:
-        ctx.out.write(f"{what} was not stored{'; revoked it at the server' if revoked else ''}\n")
+        ctx.out.write(f"{name} was not stored{'; revoked it at the server' if revoked else ''}\n")
     return 0
 
 
@@ -685,12 +351,11 @@ def cmd_metadata(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_register(ctx: Context, args: argparse.Namespace) -> int:
     if args.resource is not None and args.kind == "refresh":
         raise UsageError("--resource applies to access tokens (a refresh token serves any)")
-    manager = ctx.manager(args.kind)
-    value = _token_value(ctx, args, manager)
+    manager, value, _ = _named_token(ctx, args)
     token = manager.register(
         value,
         subject=args.subject,
-        scopes=_split_scopes(args.scope) if args.scope else None,
+        scopes=split_scopes(args.scope) if args.scope else None,
         expires_in=args.expires_in,
         resource=args.resource,
         auto_introspect=False if args.no_introspect else None,
@@ -716,13 +381,6 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
     return value
-
-
-def _parse_seconds(source: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UsageError(f"{source} must be a number of seconds, not {text!r}") from None
 
 
 def _seconds(text: str) -> float:
@@ -757,9 +415,9 @@ def _common_options() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--auth-method",
-        choices=_AUTH_METHODS,
+        choices=AUTH_METHODS,
         metavar="METHOD",
-        help=f"client authentication: {', '.join(_AUTH_METHODS)} (default: client_secret_basic)",
+        help=f"client authentication: {', '.join(AUTH_METHODS)} (default: client_secret_basic)",
     )
     group.add_argument("--private-key-file", metavar="PATH", help="PEM or JWK (private_key_jwt)")
     group.add_argument("--signing-alg", metavar="ALG", help="e.g. ES256 (JWT client auth)")
@@ -942,9 +600,18 @@ def _fail(message: str, status: int, secrets: Sequence[str]) -> int:
     return status
 
 
+def _profile_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The profile and profile fields given as flags (``--endpoint`` pairs as ``metadata``)."""
+    given = vars(args)
+    flags = {key: value for key, value in given.items() if key == "profile" or key in FIELDS}
+    if given.get("endpoint"):
+        flags["metadata"] = dict(given["endpoint"])
+    return flags
+
+
 def _run(args: argparse.Namespace, secrets: list[str]) -> int:
     environ = os.environ
-    settings = load_settings(args, environ)
+    settings = load_settings(_profile_flags(args), environ, getattr(args, "config", None))
     client = build_client(settings, environ, secrets, authenticate=args.command in _AUTHENTICATED)
     options: dict[str, Any] = {
         "allow_insecure_loopback": settings.allow_insecure_loopback,
@@ -955,7 +622,7 @@ def _run(args: argparse.Namespace, secrets: list[str]) -> int:
     if settings.leeway is not None:
         options["leeway"] = settings.leeway
     with contextlib.ExitStack() as stack:
-        keys = _encryption_keys(settings, environ)
+        keys = encryption_keys(settings, environ)
         directory = settings.store or default_directory()
         store = DiskStore(directory, encryption_keys=keys)
         stack.callback(store.close)

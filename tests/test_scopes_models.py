@@ -15,6 +15,7 @@ from oauth2_token_manager import (
 )
 from oauth2_token_manager._models import (
     hash_prefix,
+    is_hash_prefix,
     is_token_hash,
     short_hash,
     token_from_dict,
@@ -77,6 +78,15 @@ def test_hash_helpers_never_guess() -> None:
     assert short_hash(looks_like_a_hash) == token_hash(looks_like_a_hash)[:12]
     assert short_hash(looks_like_a_hash) != looks_like_a_hash[:12]
     assert hash_prefix(token_hash("v")) == token_hash("v")[:12]
+
+
+def test_is_hash_prefix_takes_8_to_64_lowercase_hex_digits() -> None:
+    """is_hash_prefix accepts a full hash or a prefix of 8+ lowercase hex digits, nothing else."""
+    digest = token_hash("v")
+    assert is_hash_prefix(digest) and is_hash_prefix(digest[:8])
+    assert not is_hash_prefix(digest[:7]) and not is_hash_prefix(digest + "0")
+    assert not is_hash_prefix(digest.upper()) and not is_hash_prefix("g" * 12)
+    assert not is_hash_prefix(None) and not is_hash_prefix(digest[:12] + "\n")
 
 
 def test_token_repr_and_str_hide_the_value() -> None:

@@ -20,10 +20,11 @@ Rules stated once here:
   with ``scope=``. A refresh token is usable until its expiry (no leeway: the server decides).
   Without a grant, a due token is still used; else the decision is ``Fail``, saying why.
 - Locks (``Obtain.locks``): the request's own key first (exactly the cache key: issuer,
-  client, subject, scopes, resource), then the lock of what the grant spends. After each lock
-  is taken the store is read again and ``decide`` is asked again: a waiter uses what the
-  winner stored, and a refresh queued behind another scope set's rotation uses the rotated
-  token.
+  client, subject, scopes, resource; it is taken before the first decision, and only tried by
+  a caller holding a token due for refresh ahead), then the lock of what the grant spends.
+  After each lock is taken the store is read again and ``decide`` is asked again: a waiter
+  uses what the winner stored, and a refresh queued behind another scope set's rotation uses
+  the rotated token.
 - Failure policy (``failure_plan``): ``invalid_grant`` from a grant that spends a refresh token
   removes that token and the access tokens of its grant, and is raised (never cached: the
   removal speaks for itself). Any other failure of a refresh ahead serves the token still in
@@ -195,8 +196,8 @@ class UseToken:
 class Obtain:
     """Obtain a token with ``grant``, holding ``locks`` (in this order).
 
-    ``keep`` is a token still usable but due for refresh ahead: the request is then
-    opportunistic (its first lock is only tried, and most failures serve ``keep``).
+    ``keep`` is a token still usable but due for refresh ahead: most failures serve it
+    (``failure_plan``).
     """
 
     grant: Grant

@@ -390,7 +390,8 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             options.refresh_ahead,
         )
         if found is None or due:
-            return await self._obtain(TokenRequest(group, key, subject, want, match, resource))
+            request = TokenRequest(group, key, subject, want, match, resource)
+            return await self._obtain(request, found)
         return found  # type: ignore[return-value]  # the access group holds access tokens
 
     def auth(
@@ -412,11 +413,27 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
             retry_insufficient_scope=retry_insufficient_scope,
         )
 
-    async def _obtain(self, request: TokenRequest, held: tuple[LockKey, ...] = ()) -> AccessToken:
-        """Single-flight, in this process and across processes: decide with what the store
-        holds now; take the next lock the decision names and decide again, or, holding them
-        all, act. A decision that keeps a token due for refresh ahead only tries its first
-        lock (busy: another caller is refreshing it) and serves that token on most failures."""
+    async def _obtain(self, request: TokenRequest, due: Token | None) -> AccessToken:
+        """Single-flight for one cache key, in this process and across processes.
+
+        The request's own lock comes first (the rule of ``_decide``). ``due`` is the token the
+        caller found due for refresh ahead: then the lock is only tried, and a busy lock (or
+        a failure cached for the key) serves that token while another caller refreshes."""
+        iss = self.issuer
+        key = request.lock_key
+        async with iss.lock(key, wait=due is None) as acquired:
+            if not acquired:
+                return cast(AccessToken, due)  # another caller is refreshing it
+            failure = iss.recent_failure(key)
+            if failure is not None:
+                if due is not None:
+                    return cast(AccessToken, due)
+                raise failure
+            return await self._decided(request, (key,))
+
+    async def _decided(self, request: TokenRequest, held: tuple[LockKey, ...]) -> AccessToken:
+        """Decide with what the store holds now; take the next lock the decision names and
+        decide again (a waiter uses what the winner stored), or, holding them all, act."""
         iss = self.issuer
         options = iss.options
         now = options.clock()
@@ -433,16 +450,8 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         lock = next((key for key in decision.locks if key not in held), None)
         if lock is None:
             return await self._act(request, decision, now)
-        first = not held
-        async with iss.lock(lock, wait=not first or decision.keep is None) as acquired:
-            if not acquired:
-                return cast(AccessToken, decision.keep)  # another caller is refreshing it
-            failure = iss.recent_failure(lock) if first else None
-            if failure is not None:
-                if decision.keep is not None:
-                    return cast(AccessToken, decision.keep)
-                raise failure
-            return await self._obtain(request, (*held, lock))
+        async with iss.lock(lock):
+            return await self._decided(request, (*held, lock))
 
     async def _act(self, request: TokenRequest, decision: Obtain, now: float) -> AccessToken:
         """Execute the decision's grant: request, then store what the answer says."""

@@ -1,19 +1,27 @@
 """Unit tests of the grant values (``_grants``) and of how records are made from answers and
-registrations (``_records``): pure functions, no I/O."""
+registrations (``_records``): pure functions; one test runs a new grant through the sync
+manager over ``MockTransport`` to show that the executor needs no change for it."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
+import httpx
 import pytest
 
 from oauth2_token_manager import (
     AccessToken,
+    AccessTokenManager,
+    ClientConfig,
     IntrospectionResult,
+    Issuer,
     RefreshToken,
     TokenResponse,
     TokenRevokedError,
 )
+from oauth2_token_manager._decide import Decision, Obtain, TokenRequest
+from oauth2_token_manager._events import EventKind
 from oauth2_token_manager._grants import ClientCredentialsGrant, Refresh
 from oauth2_token_manager._records import (
     access_expiry,
@@ -22,6 +30,7 @@ from oauth2_token_manager._records import (
     issued_access_token,
     registered_token,
 )
+from oauth2_token_manager._sync import _manager as sync_manager
 
 NOW = 1_000_000.0
 
@@ -170,3 +179,69 @@ def test_grant_membership_follows_the_first_refresh_token() -> None:
     child = AccessToken("a", "https://as", "c", grant_id=grant_of(first))
     stranger = AccessToken("b", "https://as", "c", grant_id="other")
     assert belongs_to_grant(child, first) and not belongs_to_grant(stranger, first)
+
+
+@dataclasses.dataclass(frozen=True)
+class AssertionGrant:
+    """A grant the managers have never seen (shaped like RFC 7523's JWT bearer): the whole
+    of what adding a grant takes, besides a rule in ``decide`` that chooses it."""
+
+    assertion: str
+    scopes: frozenset[str] | None
+
+    replay_safe: ClassVar[bool] = True
+    event: ClassVar[EventKind] = "obtained"
+    keeps_id_token: ClassVar[bool] = False
+    spends: ClassVar[None] = None
+    lock: ClassVar[None] = None
+    grant_id: ClassVar[None] = None
+
+    @property
+    def expected_scopes(self) -> frozenset[str] | None:
+        return self.scopes
+
+    def form(self) -> dict[str, str]:
+        return {
+            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "assertion": self.assertion,
+        }
+
+    def replaces(self, response: TokenResponse, now: float) -> None:
+        return None
+
+
+def test_a_new_grant_runs_through_the_unchanged_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manager executes whatever grant the decision names: a new grant value (and a rule
+    choosing it) is all it takes; its token is cached and single-flighted like any other."""
+    forms: list[dict[str, str]] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        forms.append(dict(httpx.QueryParams(request.content.decode())))
+        body = {"access_token": "from-assertion", "token_type": "Bearer", "expires_in": 600}
+        return httpx.Response(200, json=body)
+
+    real_decide = sync_manager.decide
+
+    def decide_with_assertion(request: TokenRequest, *args: Any, **kwargs: Any) -> Decision:
+        decision = real_decide(request, *args, **kwargs)
+        if isinstance(decision, Obtain):
+            grant = AssertionGrant("signed.jwt.assertion", request.scopes)
+            return Obtain(grant, decision.locks, decision.keep)
+        return decision
+
+    monkeypatch.setattr(sync_manager, "decide", decide_with_assertion)
+    issuer = Issuer(
+        "https://as.example",
+        ClientConfig("c", "s"),
+        http=httpx.Client(transport=httpx.MockTransport(server)),
+        discovery=False,
+        metadata={"token_endpoint": "https://as.example/token"},
+    )
+    manager = AccessTokenManager(issuer)
+    first = manager.get(scopes=["api"])
+    again = manager.get(scopes=["api"])
+    assert first.value == again.value == "from-assertion"
+    assert first.scopes == frozenset({"api"}) and first.grant_id is None
+    assert len(forms) == 1
+    assert forms[0]["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    assert forms[0]["assertion"] == "signed.jwt.assertion"

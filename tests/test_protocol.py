@@ -151,6 +151,17 @@ def test_token_response_rejects_malformed_fields(body: dict[str, Any], problem: 
     assert info.value.status_code == 200
 
 
+@pytest.mark.parametrize("spelled", ["Infinity", "-inf", "nan", "1e400"])
+def test_numeric_strings_must_be_finite(spelled: str) -> None:
+    """The JSON reader refuses NaN and 1e400 as numbers; spelled as strings they are still
+    refused, by the field check (expires_in, and introspection's exp)."""
+    body = {"access_token": "A", "token_type": "Bearer", "expires_in": spelled}
+    with pytest.raises(InvalidResponseError, match="must be finite"):
+        parse_token_response(raw(body), None)
+    with pytest.raises(InvalidResponseError, match="must be finite"):
+        parse_introspection_response(raw({"active": True, "exp": spelled}))
+
+
 @pytest.mark.parametrize(
     "content",
     [

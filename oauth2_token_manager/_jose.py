@@ -1,13 +1,13 @@
 """JOSE on joserfc (authlib's JOSE library): verify a JWS, decrypt a JWE, read a JWK Set.
 
-Pure: keys come from the caller. Every joserfc failure becomes the caller's typed error
+Pure: keys come from the caller. Payloads are read by the strict JSON reader (``_json``: no
+duplicate claims, no NaN...). Every joserfc failure becomes the caller's typed error
 (``IDTokenError`` by default) with joserfc's error code, never the token or key material.
 ``UnknownKeyError`` says that no key matches the token's ``kid`` (the JWKS may have rotated).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -17,6 +17,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet, OctKey
 
 from ._exceptions import IDTokenError, OAuth2TokenManagerError
+from ._json import JSONDocumentError, loads_object
 
 __all__ = ["JWE_ALGORITHMS", "UnknownKeyError", "decrypt", "key_set", "secret_key", "verify"]
 
@@ -85,12 +86,9 @@ def verify(
     except (ValueError, TypeError):
         raise error("the JWS cannot be parsed") from None
     try:
-        claims = json.loads(result.payload)
-    except (ValueError, UnicodeDecodeError):
-        raise error("the JWS payload is not JSON") from None
-    if not isinstance(claims, dict):
-        raise error("the JWS payload is not a JSON object")
-    return claims
+        return loads_object(result.payload)
+    except JSONDocumentError as exc:  # the strict reader: a claim twice is ambiguous
+        raise error(f"the JWS payload is {exc}") from None
 
 
 def decrypt(

@@ -36,7 +36,9 @@ Content type: the body is accepted when it parses as one JSON object, whatever i
 ``Content-Type`` (``application/json`` with or without parameters, but also ``text/plain`` or
 ``application/octet-stream`` as static file hosting serves an extension-less file). The label
 is only quoted in error messages; authenticity comes from TLS and the issuer check, not from
-the label. The JSON must be valid UTF-8 JSON without duplicate keys, NaN or Infinity.
+the label. The JSON is read by the strict reader (``_json``: UTF-8, no duplicate keys, no
+NaN or Infinity, ...); a body that is not JSON at all, or JSON but not an object, means no
+document here, while refused JSON (duplicate keys, NaN, too deep) is an invalid document.
 
 Issuer check (RFC 8414 §3.3, OpenID Discovery §4.3): the document's ``issuer`` must be
 identical to the configured issuer, except that one trailing ``/`` on either side is ignored
@@ -68,7 +70,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import types
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
@@ -86,6 +87,7 @@ from ._exceptions import (
     MissingEndpointError,
 )
 from ._http_types import safe_url
+from ._json import JSONDocumentError, describe, loads_object
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -447,57 +449,21 @@ def _type_problem(field: str, value: Any) -> str | None:
     return None
 
 
-class _AmbiguousJSONError(ValueError):
-    """Valid-looking JSON we refuse: duplicate keys, NaN or Infinity."""
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _AmbiguousJSONError(f"duplicate key {key[:60]!r}")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise _AmbiguousJSONError(f"{name} is not JSON")
-
-
-def _describe(body: bytes, content_type: str | None) -> str:
-    label = content_type or "no content type"
-    stripped = body.lstrip()
-    if not stripped:
-        return f"{label}, empty body"
-    if stripped[:1] == b"<":
-        return f"{label}, looks like HTML, {len(body)} bytes"
-    return f"{label}, {len(body)} bytes"
-
-
 def _decode(body: bytes, content_type: str | None, url: str, status: int) -> dict[str, Any]:
+    """The strict JSON object (``_json``): not JSON or not an object means "no document here"
+    (``NotJSONObjectError``); refused JSON (duplicate keys, NaN, too deep...) is invalid."""
     try:
-        data = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except RecursionError:
+        return loads_object(body)
+    except JSONDocumentError as exc:
+        if exc.malformed or exc.kind == "not_object":
+            raise NotJSONObjectError(
+                f"metadata at {url} is {exc} ({describe(body, content_type, status)})",
+                endpoint=url,
+                status_code=status,
+            ) from None
         raise InvalidResponseError(
-            f"metadata at {url} is JSON nested too deeply", endpoint=url, status_code=status
+            f"metadata at {url} is {exc}", endpoint=url, status_code=status
         ) from None
-    except _AmbiguousJSONError as exc:
-        raise InvalidResponseError(
-            f"metadata at {url} is ambiguous JSON ({exc})", endpoint=url, status_code=status
-        ) from None
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise NotJSONObjectError(
-            f"metadata at {url} is not JSON ({_describe(body, content_type)})",
-            endpoint=url,
-            status_code=status,
-        ) from None
-    if not isinstance(data, dict):
-        raise NotJSONObjectError(
-            f"metadata at {url} is JSON but not an object ({type(data).__name__})",
-            endpoint=url,
-            status_code=status,
-        )
-    return data
 
 
 def parse_metadata(
@@ -520,7 +486,7 @@ def parse_metadata(
     check_overrides(overrides, allow_insecure_loopback=allow_insecure_loopback)
     if not 200 <= status < 300:
         raise HTTPStatusError(
-            f"metadata request to {url} returned HTTP {status} ({_describe(body, content_type)})",
+            f"metadata request to {url} returned HTTP {status} ({describe(body, content_type)})",
             endpoint=url,
             status_code=status,
         )

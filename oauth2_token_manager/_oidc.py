@@ -20,6 +20,9 @@ Userinfo (Core §5.3): ``application/json`` (parameters tolerated) is a claims o
 client, validated like an ID token's signature (and ``iss``/``aud`` when present). Its ``sub``
 must equal the ID token's (§5.3.2).
 
+JSON (userinfo bodies, JWT headers and payloads) is read by the strict reader of ``_json``: a
+claim sent twice is ambiguous (which ``sub``?) and refused, like NaN and Infinity.
+
 Merging (as the original library): the ID token's claims without the protocol claims
 (iss, sub, aud, exp, iat, auth_time, nonce, acr, amr, azp), combined with the userinfo claims;
 where both have a claim, the newer source wins (ID token ``iat`` against the userinfo fetch
@@ -30,11 +33,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._exceptions import IDTokenError, UserinfoError
+from ._json import JSONDocumentError, loads_object
 
 __all__ = [
     "PROTOCOL_CLAIMS",
@@ -63,12 +66,13 @@ def unverified_header(value: str) -> dict[str, Any]:
     """The (not yet verified) JOSE header, to pick algorithm and key."""
     head = value.split(".", 1)[0]
     try:
-        data = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        decoded = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
+    except (ValueError, binascii.Error):
         raise IDTokenError("the JWT header is not base64url JSON") from None
-    if not isinstance(data, dict):
-        raise IDTokenError("the JWT header is not an object")
-    return data
+    try:
+        return loads_object(decoded)
+    except JSONDocumentError as exc:  # the strict reader: a header member twice is ambiguous
+        raise IDTokenError(f"the JWT header is {exc}") from None
 
 
 def _audiences(claims: Mapping[str, Any]) -> list[str]:

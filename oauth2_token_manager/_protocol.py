@@ -19,12 +19,15 @@ Token responses (§5.1), liberal in what real servers send:
 - ``scope``: optional; a space-delimited string (a JSON list of strings is tolerated); absent
   means the requested scope (§5.1), or unknown when none was requested.
 - ``refresh_token`` (printable ASCII, §A.17), ``id_token``: optional strings.
-- The body must be one JSON object without duplicate keys; NaN and Infinity are rejected.
+- The body must be one strict JSON object (the rules of ``_json``: UTF-8, no duplicate
+  keys, no NaN or Infinity, ...); anything else is ``InvalidResponseError``.
 
 Error responses (§5.2): a JSON object with a string ``error`` becomes the matching
 ``OAuth2Error`` subclass carrying ``error_description``, ``error_uri`` and the HTTP status;
 any other non-2xx response becomes ``HTTPStatusError`` (status, content type, length; the body
-itself is never quoted, since it may echo a credential).
+itself is never quoted, since it may echo a credential). The error body is read by the same
+strict reader: one that is not strict JSON (duplicate ``error`` keys, NaN, not UTF-8...) is
+not trusted as an OAuth 2.0 error and becomes ``HTTPStatusError`` too.
 
 Introspection (RFC 7662): ``POST token=…&token_type_hint=…`` with client authentication; the
 answer must be a JSON object with a boolean ``active`` (``"true"``/``"false"`` tolerated);
@@ -36,9 +39,7 @@ server answers 200 also for tokens it does not know); ``503`` and other errors a
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,7 @@ import httpx
 from ._client_auth import ClientConfig, authenticate
 from ._exceptions import HTTPStatusError, InvalidResponseError, OAuth2Error, oauth2_error_for
 from ._http_types import RawResponse
+from ._json import JSONDocumentError, describe, loads_object
 from ._scopes import parse_scope, scope_string
 
 __all__ = [
@@ -131,48 +133,17 @@ def build_form_request(
 # --- responses ------------------------------------------------------------------------------
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _describe(raw: RawResponse) -> str:
-    ctype = raw.headers.get("content-type") or "no content type"
-    return f"HTTP {raw.status_code}, {ctype}, {len(raw.content)} bytes"
-
-
 def parse_json_object(raw: RawResponse, what: str) -> dict[str, Any]:
-    """The body as one JSON object, or ``InvalidResponseError`` saying what is wrong."""
+    """The body as one strict JSON object (``_json``), or ``InvalidResponseError`` saying why."""
     try:
-        data = json.loads(
-            raw.content,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-        )
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        problem = "is not JSON" if not isinstance(exc, ValueError) else f"is not JSON ({exc})"
-        if "duplicate key" in str(exc):
-            problem = f"is ambiguous JSON ({exc})"
+        return loads_object(raw.content)
+    except JSONDocumentError as exc:
         raise InvalidResponseError(
-            f"{what} from {raw.url} {problem} ({_describe(raw)})",
+            f"{what} from {raw.url} is {exc} "
+            f"({describe(raw.content, raw.content_type, raw.status_code)})",
             endpoint=raw.url,
             status_code=raw.status_code,
         ) from None
-    if not isinstance(data, dict):
-        raise InvalidResponseError(
-            f"{what} from {raw.url} is JSON but not an object ({type(data).__name__})",
-            endpoint=raw.url,
-            status_code=raw.status_code,
-        )
-    return data
 
 
 def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
@@ -183,11 +154,19 @@ def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
 
 
 def error_from_response(raw: RawResponse) -> OAuth2Error | HTTPStatusError:
-    """The typed error for a failed response: the server's words when it gave any."""
-    data: Any = None
-    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-        data = json.loads(raw.content)
-    if isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"]:
+    """The typed error for a failed response: the server's words when it gave any.
+
+    Only a strict JSON object (``_json``) with a non-empty string ``error`` is an OAuth 2.0
+    error; anything else, including an ambiguous error body, is an ``HTTPStatusError``.
+    """
+    refused = ""
+    try:
+        data: dict[str, Any] | None = loads_object(raw.content)
+    except JSONDocumentError as exc:
+        data = None
+        if not exc.malformed and exc.kind != "not_object":  # JSON-like, but not trusted
+            refused = f"; the body is {exc}, not trusted as an OAuth 2.0 error"
+    if data is not None and isinstance(data.get("error"), str) and data["error"]:
         description = data.get("error_description")
         uri = data.get("error_uri")
         return oauth2_error_for(data["error"])(
@@ -199,7 +178,8 @@ def error_from_response(raw: RawResponse) -> OAuth2Error | HTTPStatusError:
             retry_after=raw.headers.get("retry-after"),
         )
     return HTTPStatusError(
-        f"unexpected response from {raw.url}: {_describe(raw)}",
+        f"unexpected response from {raw.url}: "
+        f"{describe(raw.content, raw.content_type, raw.status_code)}{refused}",
         endpoint=raw.url,
         status_code=raw.status_code,
         retry_after=raw.headers.get("retry-after"),

@@ -25,7 +25,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import httpx
@@ -43,6 +43,7 @@ from oauth2_token_manager._exceptions import (
     oauth2_error_for,
 )
 from oauth2_token_manager._http_types import RawResponse, failure_reason, safe_url
+from oauth2_token_manager._json import JSONDocumentError, JSONProblem, loads, loads_object
 from oauth2_token_manager._metadata import (
     ServerMetadata,
     check_url,
@@ -441,6 +442,75 @@ def test_parse_json_object(raw: RawResponse) -> None:
         assert result == json.loads(raw.content)
     else:
         assert isinstance(error, InvalidResponseError)
+
+
+# --- the strict JSON reader -----------------------------------------------------------------
+
+
+def finite_floats_only(value: Any) -> bool:
+    """Every float inside ``value`` is finite (the reader lets no NaN or infinity through)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(finite_floats_only(item) for item in value)
+    if isinstance(value, dict):
+        return all(finite_floats_only(item) for item in value.values())
+    return True
+
+
+json_documents = (
+    any_body
+    | near_valid(TOKEN_DOC)
+    | near_valid({"sub": "alice", "sub_x": [1.5, {"a": None}]})
+    | st.text(max_size=300)
+    | json_bytes().map(lambda b: b.decode("utf-8", "surrogatepass"))
+)
+
+
+@FUZZ
+@given(document=json_documents)
+@example(document=b"[" * 100_000)
+@example(document=b'{"v":' * 100_000)
+@example(document=b"9" * 5000)
+@example(document=b"[" * 129 + b"]" * 129)
+@example(document=b"[" * 990 + b"]" * 990)
+@example(document=b"[1e400]")
+@example(document=b"\xef\xbb\xbf{}")
+@example(document="\ufeff\ufeff{}")
+def test_json_reader_arbitrary_documents(document: bytes | str) -> None:
+    """loads on arbitrary bytes or text: only JSONDocumentError escapes; what it accepts is
+    UTF-8 JSON that json.loads reads the same, with only finite floats."""
+    try:
+        value = loads(document)
+    except JSONDocumentError as exc:
+        assert exc.kind in get_args(JSONProblem) and exc.kind != "not_object"
+        assert exc.malformed == (exc.kind in ("encoding", "syntax"))
+        return
+    text = document.decode("utf-8") if isinstance(document, bytes) else document
+    assert value == json.loads(text.removeprefix("\ufeff"))
+    assert finite_floats_only(value)
+
+
+@FUZZ
+@given(value=json_values, as_text=st.booleans())
+def test_json_reader_round_trip(value: Any, as_text: bool) -> None:
+    """Every JSON value json.dumps writes (finite floats, huge integers) reads back equal,
+    as UTF-8 bytes or as text (which may hold lone surrogates the bytes cannot)."""
+    document = json.dumps(value, ensure_ascii=not as_text)
+    assert loads(document if as_text else document.encode()) == value
+
+
+@FUZZ
+@given(document=json_documents)
+def test_json_reader_object(document: bytes | str) -> None:
+    """loads_object: a dict, or JSONDocumentError (``not_object`` for other JSON values)."""
+    try:
+        value = loads_object(document)
+    except JSONDocumentError as exc:
+        if exc.kind == "not_object":
+            assert not isinstance(loads(document), dict)
+        return
+    assert isinstance(value, dict)
 
 
 # --- introspection --------------------------------------------------------------------------

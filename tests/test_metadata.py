@@ -279,6 +279,45 @@ def test_ambiguous_json_is_invalid_not_absent(body: bytes) -> None:
     assert not isinstance(info.value, NotJSONObjectError)
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"issuer": "https://as.example", "x": 1e400}', "ambiguous"),
+        (b'{"issuer": "https://as.example", "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+         "nested too deeply"),
+        # Python's parser reads this; freezing it recursively raised RecursionError before.
+        (b'{"issuer": "https://as.example", "x": ' + b"[" * 990 + b"]" * 990 + b"}",
+         "nested too deeply"),
+        (b'{"issuer": "https://as.example", "x": ' + b"9" * 5000 + b"}", "integer"),
+    ],
+)  # fmt: skip
+def test_refused_json_is_invalid_not_absent(body: bytes, reason: str) -> None:
+    """Overflowing numbers, deep nesting and over-long integers make a real document invalid:
+    the search stops there instead of trying the next well-known URL."""
+    with pytest.raises(InvalidResponseError, match=reason) as info:
+        parse(body)
+    assert not isinstance(info.value, NotJSONObjectError)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"issuer": ISSUER}).encode("utf-16"),
+        json.dumps({"issuer": ISSUER}).encode("utf-32"),
+        json.dumps({"issuer": ISSUER, "x": "caf\u00e9"}, ensure_ascii=False).encode("latin-1"),
+    ],
+)
+def test_json_that_is_not_utf8_is_not_json(body: bytes) -> None:
+    """UTF-16, UTF-32 and Latin-1 bodies are not JSON documents here (RFC 8259 §8.1)."""
+    with pytest.raises(NotJSONObjectError, match="not UTF-8"):
+        parse(body)
+
+
+def test_utf8_byte_order_mark_is_tolerated() -> None:
+    """A document saved with a UTF-8 byte order mark is read (RFC 8259 §8.1 allows it)."""
+    assert parse(b"\xef\xbb\xbf" + json.dumps(document()).encode()).issuer == ISSUER
+
+
 def test_non_2xx_is_http_status_error() -> None:
     """A non-2xx status raises HTTPStatusError carrying the status."""
     with pytest.raises(HTTPStatusError) as info:

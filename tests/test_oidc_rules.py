@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
+from joserfc import jws
 
 from oauth2_token_manager import IDTokenError, UserinfoError
+from oauth2_token_manager._jose import secret_key, verify
 from oauth2_token_manager._oidc import (
     check_id_token_claims,
     check_refreshed_id_token,
@@ -90,6 +93,50 @@ def test_jwt_shapes_and_headers() -> None:
     for bad in ("!!!.x.y", "WzFd.x.y"):
         with pytest.raises(IDTokenError):
             unverified_header(bad)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b'{"alg": "HS256", "alg": "RS256"}', b'{"alg": "RS256", "x": NaN}', b'\xff{"alg": 1}'],
+)
+def test_jwt_header_must_be_strict_json(header: bytes) -> None:
+    """A JWT header with a member twice (which alg?), NaN or bytes that are not UTF-8 is
+    refused by the strict reader, saying why."""
+    with pytest.raises(IDTokenError, match=r"the JWT header is (ambiguous JSON|not JSON)"):
+        unverified_header(f"{_b64(header)}.e30.sig")
+
+
+SECRET = "a-very-long-client-secret-for-hmac-256-use"
+
+
+def test_jws_payload_with_duplicate_claims_is_refused() -> None:
+    """A correctly signed JWS whose payload names ``sub`` twice is refused: the claims are
+    ambiguous whatever the signature says; the message quotes no claim."""
+    keys = secret_key(SECRET)
+    payload = b'{"iss": "https://as", "sub": "alice", "sub": "mallory"}'
+    value = jws.serialize_compact({"alg": "HS256"}, payload, keys.keys[0])
+    with pytest.raises(IDTokenError, match="the JWS payload is ambiguous JSON") as info:
+        verify(value, keys, ["HS256"])
+    assert "mallory" not in str(info.value) and "alice" not in str(info.value)
+    good = jws.serialize_compact({"alg": "HS256"}, b'{"sub": "alice"}', keys.keys[0])
+    assert verify(good, keys, ["HS256"]) == {"sub": "alice"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [(b'{"exp": Infinity}', "ambiguous JSON"), (b"[1]", r"not an object \(array\)"),
+     (b"\xff", "not UTF-8")],
+)  # fmt: skip
+def test_jws_payload_must_be_a_strict_json_object(payload: bytes, match: str) -> None:
+    """Infinity, a non-object and non-UTF-8 payloads are typed errors of the caller's class."""
+    keys = secret_key(SECRET)
+    value = jws.serialize_compact({"alg": "HS256"}, payload, keys.keys[0])
+    with pytest.raises(UserinfoError, match=match):
+        verify(value, keys, ["HS256"], UserinfoError)
 
 
 @pytest.mark.parametrize(

@@ -151,6 +151,17 @@ def test_token_response_rejects_malformed_fields(body: dict[str, Any], problem: 
     assert info.value.status_code == 200
 
 
+@pytest.mark.parametrize("spelled", ["Infinity", "-inf", "nan", "1e400"])
+def test_numeric_strings_must_be_finite(spelled: str) -> None:
+    """The JSON reader refuses NaN and 1e400 as numbers; spelled as strings they are still
+    refused, by the field check (expires_in, and introspection's exp)."""
+    body = {"access_token": "A", "token_type": "Bearer", "expires_in": spelled}
+    with pytest.raises(InvalidResponseError, match="must be finite"):
+        parse_token_response(raw(body), None)
+    with pytest.raises(InvalidResponseError, match="must be finite"):
+        parse_introspection_response(raw({"active": True, "exp": spelled}))
+
+
 @pytest.mark.parametrize(
     "content",
     [
@@ -212,6 +223,37 @@ def test_error_body_text_is_never_quoted() -> None:
     with pytest.raises(HTTPStatusError) as info:
         parse_token_response(raw(b"secret-token-echo", 500, ctype="text/plain"), None)
     assert "secret-token-echo" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"error": "invalid_grant", "error": "temporarily_unavailable"}',
+        b'{"error": "invalid_grant", "error_description": "secret-token-echo", "n": NaN}',
+        b'{"error": "invalid_grant", "nested": {"n": 1e400}}',
+    ],
+)
+def test_error_body_that_is_not_strict_json_is_not_trusted(content: bytes) -> None:
+    """An error body with duplicate ``error`` keys, NaN or an overflowing number is not an
+    OAuth 2.0 error (which code would it be?): HTTPStatusError, saying why, quoting nothing."""
+    with pytest.raises(HTTPStatusError) as info:
+        parse_token_response(raw(content, 400), None)
+    assert not isinstance(info.value, OAuth2Error)
+    assert info.value.status_code == 400
+    message = str(info.value)
+    assert "ambiguous JSON" in message and "not trusted as an OAuth 2.0 error" in message
+    assert "invalid_grant" not in message and "secret-token-echo" not in message
+
+
+def test_token_response_messages_say_which_rule_was_broken() -> None:
+    """A refused 200 body names the broken rule and describes the body, never quoting it."""
+    content = b'{"access_token": "SECRET-A", "access_token": "SECRET-B", "token_type": "Bearer"}'
+    with pytest.raises(InvalidResponseError) as info:
+        parse_token_response(raw(content), None)
+    message = str(info.value)
+    assert "token response from https://as.example/token is ambiguous JSON" in message
+    assert f"HTTP 200, application/json, {len(content)} bytes" in message
+    assert "SECRET" not in message
 
 
 def test_introspection_parses_fields_and_tolerates_strings() -> None:

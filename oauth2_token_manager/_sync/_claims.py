@@ -10,15 +10,15 @@ userinfo ``sub`` must be the ID token's, and both are removed with the subject
 
 from __future__ import annotations
 
-import json
 from typing import Any, cast
 
 import httpx
 
 from .._exceptions import TokenNotFoundError, UserinfoError
+from .._json import JSONDocumentError, describe, loads_object
 from .._models import GroupKey, IDToken, UserinfoRecord
 from .._oidc import merge_claims, userinfo_format
-from .._protocol import _no_duplicates, error_from_response
+from .._protocol import error_from_response
 from ._http import read_bounded
 from ._issuer import Issuer
 from ._manager import AccessTokenManager
@@ -76,12 +76,13 @@ class ClaimsManager:
             raise error_from_response(raw)
         body = raw.content.decode("utf-8", "replace")
         if userinfo_format(raw.headers.get("content-type")) == "json":
-            try:  # duplicate keys are ambiguous (which "sub"?): refused, as everywhere
-                claims: Any = json.loads(body, object_pairs_hook=_no_duplicates)
-            except ValueError:
-                raise UserinfoError(f"userinfo from {raw.url} is not JSON or ambiguous") from None
-            if not isinstance(claims, dict):
-                raise UserinfoError(f"userinfo from {raw.url} is not a JSON object")
+            try:  # the strict reader: duplicate keys (which "sub"?), NaN... are refused
+                claims: dict[str, Any] = loads_object(raw.content)
+            except JSONDocumentError as exc:
+                raise UserinfoError(
+                    f"userinfo from {raw.url} is {exc} "
+                    f"({describe(raw.content, raw.content_type, raw.status_code)})"
+                ) from None
         else:
             algorithms = (iss.client.userinfo_signed_response_alg or "RS256",)
             claims = iss.jwt.validate_jwt(body.strip(), algorithms, UserinfoError)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import FakeClock
-from joserfc import jwe, jwt
+from joserfc import jwe, jws, jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from oauth2_token_manager import (
@@ -248,6 +248,42 @@ async def test_bad_userinfo_is_refused_and_not_cached(clock: FakeClock, problem:
     with pytest.raises(UserinfoError):
         await claims.get_claims("alice")
     assert await stored(issuer, "userinfo") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"sub": "alice", "score": NaN}', "ambiguous JSON"),
+        ('{"sub": "mallory", "sub": "alice"}', "ambiguous JSON"),
+        ('{"sub": "alice", "big": 1e400}', "ambiguous JSON"),
+        ('["alice"]', "not an object"),
+    ],
+)
+async def test_userinfo_json_is_read_strictly(clock: FakeClock, body: str, reason: str) -> None:
+    """Userinfo JSON with NaN, a duplicate ``sub`` (which one?) or an overflowing number is
+    refused by the strict reader like every other document: UserinfoError, nothing cached."""
+    provider, issuer, claims = setup(clock)
+    await claims.register_id_token(provider.id_token())
+    await AsyncAccessTokenManager(issuer).register("at-1", subject="alice", auto_introspect=False)
+    provider.userinfo = body
+    with pytest.raises(UserinfoError, match=reason) as info:
+        await claims.userinfo("alice")
+    assert "mallory" not in str(info.value)
+    assert await stored(issuer, "userinfo") == 0
+
+
+async def test_id_token_with_duplicate_claims_is_refused(clock: FakeClock) -> None:
+    """A signed ID token whose payload names ``sub`` twice is refused before any claim check:
+    IDTokenError, nothing stored."""
+    provider, issuer, claims = setup(clock)
+    payload = json.dumps(
+        {"iss": ISSUER, "sub": "mallory", "aud": "client", "exp": clock.now + 300,
+         "iat": clock.now}
+    )[:-1] + ', "sub": "alice"}'  # fmt: skip
+    value = jws.serialize_compact({"alg": "RS256", "kid": "k1"}, payload, provider.key)
+    with pytest.raises(IDTokenError, match="payload is ambiguous JSON"):
+        await claims.register_id_token(value)
+    assert await stored(issuer, "id") == 0
 
 
 async def test_refreshed_id_token_must_keep_the_subject(clock: FakeClock) -> None:

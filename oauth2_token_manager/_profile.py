@@ -35,7 +35,6 @@ The rules:
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import sys
@@ -50,6 +49,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 from ._client_auth import AuthMethod, ClientConfig
+from ._json import JSONDocumentError, loads, loads_object
 
 __all__ = [
     "AUTH_METHODS",
@@ -270,7 +270,7 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
             layer[key] = _parse_seconds(name, raw)
         else:  # metadata
             try:
-                value = json.loads(raw)
+                value = loads(raw)
             except ValueError:
                 raise UsageError(f"{name} must be a JSON object of field: URL") from None
             layer[key] = _check_metadata(name, value)
@@ -388,12 +388,11 @@ def _private_key(settings: Settings) -> Mapping[str, Any] | str:
     text = read_private_file(settings.private_key_file, "private key file")
     if text.lstrip().startswith("{"):
         try:
-            jwk = json.loads(text)
-        except ValueError:
-            jwk = None
-        if not isinstance(jwk, dict):
-            raise UsageError(f"private key file {settings.private_key_file} is not a JSON JWK")
-        return jwk
+            return loads_object(text)
+        except JSONDocumentError:
+            raise UsageError(
+                f"private key file {settings.private_key_file} is not a JSON JWK"
+            ) from None
     return text
 
 

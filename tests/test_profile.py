@@ -449,10 +449,11 @@ def test_private_key_jwt_reads_a_jwk_or_a_pem(tmp_path: Path) -> None:
 
 
 def test_private_key_errors(tmp_path: Path) -> None:
-    """No private_key_file, or a file that starts like JSON but is no JWK object, is refused."""
+    """No private_key_file, or a file that starts like JSON but is no strict JSON object (a
+    repeated member is ambiguous: which ``d``?), is refused."""
     with pytest.raises(UsageError, match="private_key_jwt needs private_key_file"):
         build_client(settings(auth_method="private_key_jwt"), {}, [], authenticate=True)
-    for text in ("{not json", '{"a": 1'):
+    for text in ("{not json", '{"a": 1', '{"kty": "EC", "d": "x", "d": "y"}'):
         path = write(tmp_path / "key.json", text)
         method = settings(auth_method="private_key_jwt", private_key_file=path)
         with pytest.raises(UsageError, match="is not a JSON JWK"):

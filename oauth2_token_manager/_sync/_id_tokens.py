@@ -10,7 +10,6 @@ no manager. ``_sync/_id_tokens.py`` is generated from this file by ``scripts/una
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, cast
 
@@ -19,6 +18,7 @@ from joserfc.jwk import KeySet
 from .._client_auth import ClientConfig
 from .._exceptions import IDTokenError, OAuth2TokenManagerError
 from .._jose import decrypt, secret_key, verify
+from .._json import JSONDocumentError, loads_object
 from .._models import GroupKey, IDToken
 from .._oidc import check_id_token_claims, check_refreshed_id_token, is_jwe, unverified_header
 from .._stores import TokenStore
@@ -65,12 +65,9 @@ class JWTValidator:
             value = decrypt(value, self._decryption_keys, error)
             if value.count(".") != 2:  # encrypted only (userinfo): the plaintext is JSON
                 try:
-                    claims = json.loads(value)
-                except ValueError:
-                    raise error("the decrypted JWT is neither a JWS nor JSON") from None
-                if not isinstance(claims, dict):
-                    raise error("the decrypted JWT is not a JSON object")
-                return claims
+                    return loads_object(value)
+                except JSONDocumentError as exc:
+                    raise error(f"the decrypted JWT is {exc}") from None
         alg = str(unverified_header(value).get("alg", ""))
         if alg.startswith("HS"):
             if not self._client.client_secret:

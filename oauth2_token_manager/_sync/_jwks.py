@@ -9,7 +9,6 @@ validation. It receives what it needs (HTTP client, metadata cache, clock, limit
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -18,6 +17,7 @@ from joserfc.jwk import KeySet
 
 from .._exceptions import MetadataError, OAuth2TokenManagerError
 from .._jose import UnknownKeyError, key_set, verify
+from .._json import JSONDocumentError, describe, loads_object
 from .._protocol import error_from_response
 from .._synchronization import Lock
 from ._discovery import MetadataCache
@@ -76,9 +76,12 @@ class JWKSCache:
             if raw.status_code != 200:
                 raise error_from_response(raw)
             try:
-                document: Any = json.loads(raw.content)
-            except (ValueError, UnicodeDecodeError):
-                raise MetadataError(f"the JWK Set at {raw.url} is not JSON") from None
+                document = loads_object(raw.content)
+            except JSONDocumentError as exc:
+                raise MetadataError(
+                    f"the JWK Set at {raw.url} is {exc} "
+                    f"({describe(raw.content, raw.content_type, raw.status_code)})"
+                ) from None
             self._keys = key_set(document)
             self._fetched_at = now
             self.fetches += 1

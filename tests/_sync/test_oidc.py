@@ -23,6 +23,7 @@ from oauth2_token_manager import (
     IDTokenError,
     Issuer,
     MemoryStore,
+    MetadataError,
     RefreshTokenManager,
     TokenNotFoundError,
     TokenQuery,
@@ -50,6 +51,7 @@ class Provider:
         self.userinfo: Any = {"sub": "alice", "email": "alice@x"}
         self.userinfo_type = "application/json"
         self.token_body: dict[str, Any] = {}
+        self.jwks_body: bytes | None = None
 
     def rotate(self, kid: str) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": kid, "alg": "RS256"})
@@ -70,6 +72,8 @@ class Provider:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request.url.path)
         if request.url.path == "/jwks":
+            if self.jwks_body is not None:
+                return httpx.Response(200, content=self.jwks_body)
             return httpx.Response(200, json={"keys": [self.key.as_dict(private=False)]})
         if request.url.path == "/me":
             body = self.userinfo
@@ -226,6 +230,38 @@ def test_signed_and_encrypted_userinfo(clock: FakeClock) -> None:
         algorithms=JWE,
     )
     assert (claims.userinfo("alice"))["email"] == "sealed@x"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"keys": [], "keys": []}', b'{"keys": [NaN]}', b"[1]", b'{"keys": ['],
+)
+def test_a_jwk_set_that_is_not_strict_json_is_refused(clock: FakeClock, body: bytes) -> None:
+    """A JWK Set with a repeated member, NaN, a non-object or broken JSON is a MetadataError,
+    and the ID token it was fetched for is not stored."""
+    provider, issuer, claims = setup(clock)
+    provider.jwks_body = body
+    with pytest.raises(MetadataError, match=r"the JWK Set at .* is "):
+        claims.register_id_token(provider.id_token())
+    assert stored(issuer, "id") == 0
+
+
+def test_encrypted_userinfo_with_a_repeated_member_is_refused(clock: FakeClock) -> None:
+    """Encrypted-only userinfo is read by the strict reader too: two ``sub`` members are
+    ambiguous, so UserinfoError and nothing cached."""
+    keys, private = encryption_keys()
+    provider, issuer, claims = setup(clock, decryption_keys=private)
+    AccessTokenManager(issuer).register("at-1", subject="alice", auto_introspect=False)
+    provider.userinfo_type = "application/jwt"
+    provider.userinfo = jwe.encrypt_compact(
+        {"alg": "RSA-OAEP-256", "enc": "A256GCM"},
+        '{"sub": "alice", "sub": "mallory"}',
+        keys.keys[0],
+        algorithms=JWE,
+    )
+    with pytest.raises(UserinfoError, match="ambiguous JSON"):
+        claims.userinfo("alice")
+    assert stored(issuer, "userinfo") == 0
 
 
 @pytest.mark.parametrize("problem", ["sub", "content-type", "not-json", "wrong-audience"])

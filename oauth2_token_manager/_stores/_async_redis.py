@@ -1,9 +1,9 @@
 """``AsyncRedisStore``: tokens in Redis, shared by processes and hosts, JSON only.
 
-``oauth2_token_manager/_sync/_redis.py`` (``RedisStore`` on redis-py's sync client) is generated
-from this file by ``scripts/unasync.py``. What has no I/O is shared by both: the Lua scripts
-(``_stores/_redis_lua.py``, the rules of every write) and the line encoding, ids and error
-mapping (``_stores/_redis_codec.py``, the format of every value).
+Hand-written in ``_stores/_async_redis.py``; ``_stores/_redis.py`` (the sync twin, on redis-py's
+sync client) is generated from it by ``scripts/unasync.py``. What has no I/O is shared by both:
+the Lua scripts (``_redis_lua.py``, the rules of every write) and the line encoding, ids and
+error mapping (``_redis_codec.py``, the format of every value).
 
 Layout, every key under ``prefix`` (default ``"oauth2tm:"``); ``gid`` is the SHA-256 of the JSON
 of the group, ``sid`` that of the scope key (see ``_redis_codec``), so no key holds a token
@@ -42,10 +42,10 @@ from redis.exceptions import RedisError
 
 from .._exceptions import StoreError, TokenRevokedError
 from .._models import GroupKey, Token
-from .._stores import _redis_lua as lua
-from .._stores._base import Page, TokenQuery, newest_first
-from .._stores._crypto import make_cipher
-from .._stores._redis_codec import (
+from . import _redis_lua as lua
+from ._base import Page, TokenQuery, newest_first
+from ._crypto import make_cipher
+from ._redis_codec import (
     as_text,
     chunks,
     decode_lines,

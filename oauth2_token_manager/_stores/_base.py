@@ -47,7 +47,9 @@ __all__ = [
     "TokenQuery",
     "TokenStatus",
     "TokenStore",
+    "alive",
     "newest_first",
+    "page_of",
 ]
 
 TokenStatus = Literal["valid", "expired", "all"]
@@ -105,6 +107,23 @@ class Page:
     total: int
     offset: int
     limit: int | None
+
+
+def page_of(matches: Iterable[Token], query: TokenQuery) -> Page:
+    """The page of ``matches`` that ``query`` asks for (its offset and limit), in the listing
+    order of ``newest_first`` with the token hash last (so that pages never overlap), and the
+    total count."""
+    ordered = sorted(matches, key=lambda t: (t.updated_at, t.issued_at, t.token_hash), reverse=True)
+    start = max(query.offset, 0)
+    stop = None if query.limit is None else start + max(query.limit, 0)
+    return Page(ordered[start:stop], len(ordered), query.offset, query.limit)
+
+
+def alive(token: Token, retain_expired: float, now: float) -> bool:
+    """Whether ``token`` is before its deadline at ``now``: ``expires_at + retain_expired`` is
+    later, or its expiry is unknown. Stores return no token past its deadline."""
+    expires_at = token.expires_at
+    return expires_at is None or expires_at + retain_expired > now
 
 
 @runtime_checkable

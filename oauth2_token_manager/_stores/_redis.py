@@ -30,7 +30,6 @@ reads are read-only scripts. All processes sharing a prefix should use the same
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -41,9 +40,9 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from .._exceptions import StoreError, TokenRevokedError
-from .._models import GroupKey, Token
+from .._models import GroupKey, Token, is_token_hash
 from . import _redis_lua as lua
-from ._base import Page, TokenQuery, newest_first
+from ._base import Page, TokenQuery, alive, newest_first, page_of
 from ._crypto import make_cipher
 from ._redis_codec import (
     as_text,
@@ -63,7 +62,6 @@ from ._redis_codec import (
 
 __all__ = ["RedisStore"]
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _BATCH = 256  # groups per script call or MGET in ``list`` and ``expunge_expired``
 _ROTATE_BATCH = 64  # exact entries per MGET and script call in ``rotate_encryption``
 _ROTATE_ROUNDS = 10  # passes over entries a concurrent writer changed meanwhile
@@ -180,11 +178,6 @@ class RedisStore:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _alive(self, token: Token, now: float) -> bool:
-        """Whether ``token`` is before its deadline at ``now``."""
-        expires_at = token.expires_at
-        return expires_at is None or expires_at + self._retain > now
-
     def _run(self, script: Script, *args: Any) -> Any:
         """Run a read-only script with the prefix as ARGV[1]."""
         try:
@@ -249,7 +242,7 @@ class RedisStore:
 
     def get(self, token_hash: str) -> Token | None:
         """The stored token with this hash, or ``None`` (one script call)."""
-        if not _SHA256_HEX.fullmatch(token_hash):
+        if not is_token_hash(token_hash):
             return None  # never stored: and never send what may be a token value to Redis
         reply = self._run(self._get_script, token_hash)
         if not reply:
@@ -264,7 +257,7 @@ class RedisStore:
             items = [item for item in items if item.get("token_hash") == token_hash]
         for token in decode_lines(items, self._cipher):
             if token.token_hash == token_hash:
-                return token if self._alive(token, self._clock()) else None
+                return token if alive(token, self._retain, self._clock()) else None
         return None
 
     def find(self, group: GroupKey, scope_key: str | None) -> list[Token]:
@@ -276,7 +269,10 @@ class RedisStore:
             raws = self._run(self._find_group_script, group_id(group)[0])
             now = self._clock()
             found = [
-                t for raw in raws for t in entry_tokens(raw, self._cipher) if self._alive(t, now)
+                t
+                for raw in raws
+                for t in entry_tokens(raw, self._cipher)
+                if alive(t, self._retain, now)
             ]
             return newest_first(found)
         key = self._prefix + "x:" + exact_id(group, scope_key)
@@ -287,15 +283,15 @@ class RedisStore:
         if raw is None:
             return []
         now = self._clock()
-        return [t for t in entry_tokens(raw, self._cipher) if self._alive(t, now)]
+        return [t for t in entry_tokens(raw, self._cipher) if alive(t, self._retain, now)]
 
     def replace(self, old_hash: str, new: Token) -> None:
         """Rotation in one script: store ``new`` and remove ``old_hash`` at the same instant."""
-        self._put(new, old_hash if _SHA256_HEX.fullmatch(old_hash) else "")
+        self._put(new, old_hash if is_token_hash(old_hash) else "")
 
     def delete(self, token_hash: str) -> Token | None:
         """Remove and return the token with this hash (``None`` if absent)."""
-        if not _SHA256_HEX.fullmatch(token_hash):
+        if not is_token_hash(token_hash):
             return None
         line = self._write(self._delete_script, token_hash)
         if line is None:
@@ -309,13 +305,13 @@ class RedisStore:
         ``ValueError`` unless ``token_hash`` is a SHA-256 hex digest: the hash becomes part of a
         key, and a token value passed by mistake must never be written into one.
         """
-        if not isinstance(token_hash, str) or not _SHA256_HEX.fullmatch(token_hash):
+        if not is_token_hash(token_hash):
             raise ValueError("revoke() takes a token_hash (SHA-256 hex), not a token value")
         self._write(self._revoke_script, token_hash, script_number(until))
 
     def is_revoked(self, token_hash: str) -> bool:
         """Whether the hash is on the revocation list (now before its ``until``)."""
-        if not _SHA256_HEX.fullmatch(token_hash):
+        if not is_token_hash(token_hash):
             return False  # revoke() refuses anything else
         try:
             raw = self._client.get(self._prefix + "r:" + token_hash)
@@ -366,12 +362,9 @@ class RedisStore:
             for raw in raws:
                 if raw is not None:
                     for token in entry_tokens(raw, self._cipher):
-                        if self._alive(token, now) and query.matches(token):
+                        if alive(token, self._retain, now) and query.matches(token):
                             matches.append(token)
-        matches.sort(key=lambda t: (t.updated_at, t.issued_at, t.token_hash), reverse=True)
-        start = max(query.offset, 0)
-        stop = None if query.limit is None else start + max(query.limit, 0)
-        return Page(matches[start:stop], len(matches), query.offset, query.limit)
+        return page_of(matches, query)
 
     def expunge_expired(self, now: float) -> int:
         """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.

@@ -42,8 +42,8 @@ from redis.exceptions import RedisError
 from .._exceptions import StoreError, TokenRevokedError
 from .._models import GroupKey, Token, is_token_hash
 from . import _redis_lua as lua
-from ._base import Page, TokenQuery, alive, newest_first, page_of
-from ._crypto import make_cipher
+from ._base import ExpiringStore, Page, TokenQuery, alive, newest_first, page_of
+from ._crypto import EncryptingStore, make_cipher
 from ._redis_codec import (
     as_text,
     chunks,
@@ -69,7 +69,7 @@ _ROTATE_ROUNDS = 10  # passes over entries a concurrent writer changed meanwhile
 # -- the store ---------------------------------------------------------------------------------
 
 
-class AsyncRedisStore:
+class AsyncRedisStore(ExpiringStore, EncryptingStore):
     """Tokens in Redis: shared by processes and hosts, JSON only, with Redis expiries.
 
     Give a client (``redis.asyncio.Redis``; the caller keeps and closes it) or a ``url`` (the
@@ -102,8 +102,7 @@ class AsyncRedisStore:
     ) -> None:
         if (client is None) == (url is None):
             raise ValueError("give either a Redis client or a url")
-        if not retain_expired >= 0:
-            raise ValueError("retain_expired must be a non-negative number of seconds")
+        super().__init__(retain_expired, clock)
         if not isinstance(prefix, str):
             raise TypeError("prefix must be a str")
         self._cipher = make_cipher(encryption_keys)
@@ -120,8 +119,6 @@ class AsyncRedisStore:
         self._client = client
         self._prefix = prefix
         self._groups_key = prefix + "groups"
-        self._retain = float(retain_expired)
-        self._clock = clock
         register = client.register_script
         self._put_script = register(lua.PUT)
         self._delete_script = register(lua.DELETE)
@@ -136,24 +133,12 @@ class AsyncRedisStore:
 
     def __repr__(self) -> str:
         settings = f"prefix={self._prefix!r}, retain_expired={self._retain}"
-        if self._cipher is not None:
-            settings += f", encryption_keys={self._cipher.described}"
-        return f"AsyncRedisStore({settings})"
-
-    @property
-    def encrypted(self) -> bool:
-        """Whether the tokens are stored encrypted (``encryption_keys`` given)."""
-        return self._cipher is not None
+        return f"AsyncRedisStore({settings}{self._keys_repr()})"
 
     @property
     def prefix(self) -> str:
         """What every key of this store starts with."""
         return self._prefix
-
-    @property
-    def retain_expired(self) -> float:
-        """Seconds an expired token is still kept (and returned) after ``expires_at``."""
-        return self._retain
 
     @property
     def client(self) -> AsyncRedis:

@@ -35,13 +35,14 @@ Sync stores are usable by the async managers through ``AsyncStoreAdapter`` (``_a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from .._models import GroupKey, Token, TokenKind
 
 __all__ = [
     "AsyncTokenStore",
+    "ExpiringStore",
     "LockingTokenStore",
     "Page",
     "TokenQuery",
@@ -124,6 +125,22 @@ def alive(token: Token, retain_expired: float, now: float) -> bool:
     later, or its expiry is unknown. Stores return no token past its deadline."""
     expires_at = token.expires_at
     return expires_at is None or expires_at + retain_expired > now
+
+
+class ExpiringStore:
+    """What the shipped stores share about expiry: ``retain_expired`` (checked here) and the
+    clock deadlines are judged by (the wall clock, epoch seconds, unless one is injected)."""
+
+    def __init__(self, retain_expired: float, clock: Callable[[], float]) -> None:
+        if not retain_expired >= 0:
+            raise ValueError("retain_expired must be a non-negative number of seconds")
+        self._retain = float(retain_expired)
+        self._clock = clock
+
+    @property
+    def retain_expired(self) -> float:
+        """Seconds an expired token is still kept (and returned) after ``expires_at``."""
+        return self._retain
 
 
 @runtime_checkable

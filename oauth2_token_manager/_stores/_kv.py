@@ -29,13 +29,13 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
 from .._exceptions import StoreError, TokenRevokedError
 from .._models import GroupKey, Token, hash_prefix, is_token_hash
-from ._base import Page, TokenQuery, alive, newest_first, page_of
+from ._base import ExpiringStore, Page, TokenQuery, alive, newest_first, page_of
 
 __all__ = ["KVStore"]
 
@@ -54,23 +54,12 @@ def _latest(deadlines: Iterable[float | None]) -> float | None:
     return latest
 
 
-class KVStore(abc.ABC):
+class KVStore(ExpiringStore, abc.ABC):
     """``TokenStore`` over key-value primitives; subclasses supply the backend.
 
     Writes run in ``_transaction()`` (atomic and isolated: one lock, one SQL transaction, a
     MULTI/EXEC...). Reads run in ``_reading()`` (the memory store's lock; nothing elsewhere).
     """
-
-    def __init__(self, retain_expired: float, clock: Callable[[], float]) -> None:
-        if not retain_expired >= 0:
-            raise ValueError("retain_expired must be a non-negative number of seconds")
-        self._retain = float(retain_expired)
-        self._clock = clock
-
-    @property
-    def retain_expired(self) -> float:
-        """Seconds an expired token is still kept (and returned) after ``expires_at``."""
-        return self._retain
 
     # -- backend primitives --------------------------------------------------------------
 

@@ -66,8 +66,6 @@ _BATCH = 256  # groups per script call or MGET in ``list`` and ``expunge_expired
 _ROTATE_BATCH = 64  # exact entries per MGET and script call in ``rotate_encryption``
 _ROTATE_ROUNDS = 10  # passes over entries a concurrent writer changed meanwhile
 
-# -- the store ---------------------------------------------------------------------------------
-
 
 class AsyncRedisStore(ExpiringStore, EncryptingStore):
     """Tokens in Redis: shared by processes and hosts, JSON only, with Redis expiries.

@@ -1,4 +1,7 @@
-"""The indexing logic shared by the key-value stores (memory, disk, and later Redis).
+"""The indexing logic shared by the key-value stores (memory, disk).
+
+The Redis stores keep the same four kinds of entries and deadlines, written by Lua scripts
+instead (``_async_redis``, ``_redis_lua``).
 
 ``KVStore`` implements the ``TokenStore`` protocol over a few backend primitives: read a key,
 write a key with a deadline, remove a key, run a transaction, and list the group entries.

@@ -13,9 +13,11 @@ generated from it); the key layout is described there, the scripts in ``_redis_l
 - With ``encryption_keys`` (see ``_crypto``) each line is instead
   ``{"token_hash", "expires_at", "updated_at", "issued_at", "key_id", "encrypted"}``: the fields
   the scripts read stay beside ``encrypted``, the Fernet token of the compact JSON of
-  ``Token.to_dict()`` (value included), and ``key_id`` names the key that wrote it. A line read
-  back is checked against its clear fields. Without keys the lines are the plain ones above.
-  Revocations, hash refs and group entries hold no token value and stay plain.
+  ``Token.to_dict()`` (value included), and ``key_id`` names the key that wrote it. So the
+  scripts never need a key, and ``find`` stays one ``GET`` plus one decryption per token. A line
+  read back is checked against its clear fields. Without keys the lines are the plain ones
+  above. Revocations, hash refs and group entries (which name the group's issuer, client,
+  subject and resource) hold no token value and stay plain.
 - A line of the other mode (encrypted without keys, plain with keys) or of an unknown key is a
   ``StoreError``, never a token.
 - Redis failures become ``StoreError`` naming the kind of failure, never an argument or a

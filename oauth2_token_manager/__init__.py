@@ -133,8 +133,8 @@ __all__ = [
 ]
 
 _OPTIONAL = {
-    "RedisStore": ("._sync._redis", "RedisStore"),
-    "AsyncRedisStore": ("._async._redis", "AsyncRedisStore"),
+    "RedisStore": ("._stores._redis", "RedisStore"),
+    "AsyncRedisStore": ("._stores._async_redis", "AsyncRedisStore"),
 }
 
 

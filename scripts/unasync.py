@@ -1,4 +1,5 @@
-"""Generate ``oauth2_token_manager/_sync/`` from ``oauth2_token_manager/_async/``.
+"""Generate ``oauth2_token_manager/_sync/`` from ``oauth2_token_manager/_async/``, and the
+single sync modules listed in ``FILE_PAIRS`` from the async module beside them.
 
 The async code is the only hand-written I/O code; this script rewrites it into the sync twin
 by plain substitutions (as httpcore does). ``--check`` exits 1 when a generated file differs
@@ -18,6 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PAIRS = [
     (ROOT / "oauth2_token_manager" / "_async", ROOT / "oauth2_token_manager" / "_sync"),
     (ROOT / "tests" / "_async", ROOT / "tests" / "_sync"),
+]
+# Single modules generated like those of PAIRS, for code that lives beside other code (the Redis
+# stores beside the other stores): (hand-written async source, generated sync target).
+FILE_PAIRS = [
+    (
+        ROOT / "oauth2_token_manager" / "_stores" / "_async_redis.py",
+        ROOT / "oauth2_token_manager" / "_stores" / "_redis.py",
+    ),
 ]
 
 # Order matters: the specific rules run before the generic ``AsyncName`` → ``Name`` one.
@@ -73,6 +82,8 @@ def main(argv: list[str]) -> int:
     stale: list[str] = []
     for source_dir, target_dir in PAIRS:
         stale += sync_directory(source_dir, target_dir, check=check)
+    for source, target in FILE_PAIRS:
+        stale += sync_file(source, target, check=check)
     if check and stale:
         print("stale generated sync code; run python scripts/unasync.py:", *stale, sep="\n  ")
         return 1
@@ -89,20 +100,26 @@ def sync_directory(source_dir: Path, target_dir: Path, *, check: bool) -> list[s
     for source in sorted(source_dir.glob("*.py")):
         target = target_dir / source.name
         expected.add(target.name)
-        header = ""
-        if source.name != "__init__.py":
-            header = HEADER.format(source=source.relative_to(ROOT))
-        text = unasync(source.read_text(), str(target.relative_to(ROOT)), header)
-        if not target.exists() or target.read_text() != text:
-            stale.append(str(target.relative_to(ROOT)))
-            if not check:
-                target.write_text(text)
+        stale += sync_file(source, target, check=check)
     for extra in sorted(target_dir.glob("*.py")):
         if extra.name not in expected:
             stale.append(f"{extra.relative_to(ROOT)} (no async source)")
             if not check:
                 extra.unlink()
     return stale
+
+
+def sync_file(source: Path, target: Path, *, check: bool) -> list[str]:
+    """Regenerate (or with ``check`` only compare) one file; return it if it was stale."""
+    header = ""
+    if source.name != "__init__.py":
+        header = HEADER.format(source=source.relative_to(ROOT))
+    text = unasync(source.read_text(), str(target.relative_to(ROOT)), header)
+    if target.exists() and target.read_text() == text:
+        return []
+    if not check:
+        target.write_text(text)
+    return [str(target.relative_to(ROOT))]
 
 
 if __name__ == "__main__":

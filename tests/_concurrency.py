@@ -81,7 +81,7 @@ class _StoreRecipe:
     def __call__(self) -> TokenStore:
         if self.kind == "disk":
             return DiskStore(self.where)
-        from oauth2_token_manager._sync._redis import RedisStore
+        from oauth2_token_manager._stores._redis import RedisStore
 
         url, prefix = self.where.split("|")
         return RedisStore(url=url, prefix=prefix)
@@ -147,7 +147,7 @@ def run_tasks(
     else:
         assert isinstance(redis, _StoreRecipe)
         prepare(server, redis())
-        from oauth2_token_manager._async._redis import AsyncRedisStore
+        from oauth2_token_manager._stores._async_redis import AsyncRedisStore
 
         url, prefix = redis.where.split("|")
         store = AsyncRedisStore(url=url, prefix=prefix)

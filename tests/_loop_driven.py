@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from oauth2_token_manager._async._redis import AsyncRedisStore
 from oauth2_token_manager._models import GroupKey, Token
 from oauth2_token_manager._stores import Page, TokenQuery
+from oauth2_token_manager._stores._async_redis import AsyncRedisStore
 
 
 class LoopDriven:

@@ -28,12 +28,12 @@ from _redis_server import RedisServer, redis_server  # noqa: F401
 from cryptography.fernet import Fernet
 from store_contract import START, FakeClock, StoreContract, hashes, make_token
 
-from oauth2_token_manager._async._redis import AsyncRedisStore
 from oauth2_token_manager._exceptions import StoreError
 from oauth2_token_manager._models import Token
 from oauth2_token_manager._stores import DiskStore, TokenQuery, TokenStore
+from oauth2_token_manager._stores._async_redis import AsyncRedisStore
 from oauth2_token_manager._stores._crypto import Cipher, generate_encryption_key
-from oauth2_token_manager._sync._redis import RedisStore
+from oauth2_token_manager._stores._redis import RedisStore
 
 KEY_A = generate_encryption_key()
 KEY_B = generate_encryption_key()

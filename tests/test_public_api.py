@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
+import sys
 
 import oauth2_token_manager
 
@@ -40,3 +42,16 @@ def test_every_exported_exception_is_library_error() -> None:
         obj = getattr(oauth2_token_manager, name)
         if isinstance(obj, type) and issubclass(obj, BaseException):
             assert issubclass(obj, oauth2_token_manager.OAuth2TokenManagerError), name
+
+
+def test_redis_stores_load_lazily_from_their_modules() -> None:
+    """Importing the package imports no redis; the Redis stores load on first access."""
+    code = (
+        "import sys, oauth2_token_manager as o\n"
+        "assert 'redis' not in sys.modules\n"
+        "from oauth2_token_manager._stores._async_redis import AsyncRedisStore as A\n"
+        "from oauth2_token_manager._stores._redis import RedisStore as S\n"
+        "assert (o.AsyncRedisStore, o.RedisStore) == (A, S)\n"
+        "assert S.__module__ == A.__module__ == 'oauth2_token_manager'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

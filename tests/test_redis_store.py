@@ -24,11 +24,11 @@ from _loop_driven import LoopDriven
 from _redis_server import RedisServer, redis_server  # noqa: F401
 from store_contract import FakeClock, StoreContract, hashes, make_token
 
-from oauth2_token_manager._async._redis import AsyncRedisStore
 from oauth2_token_manager._exceptions import StoreError, TokenRevokedError
 from oauth2_token_manager._models import Token
 from oauth2_token_manager._stores import TokenQuery, TokenStore
-from oauth2_token_manager._sync._redis import RedisStore
+from oauth2_token_manager._stores._async_redis import AsyncRedisStore
+from oauth2_token_manager._stores._redis import RedisStore
 
 T = TypeVar("T")
 
@@ -840,8 +840,8 @@ def test_failure_of_a_listing_read_raises_store_error(
 
 def test_other_redis_errors_name_only_their_kind() -> None:
     """Errors other than connection, timeout and server replies show their class name only."""
-    from oauth2_token_manager._async._redis import _failure as async_failure
-    from oauth2_token_manager._sync._redis import _failure as sync_failure
+    from oauth2_token_manager._stores._async_redis import store_error as async_failure
+    from oauth2_token_manager._stores._redis import store_error as sync_failure
 
     for failure in (async_failure, sync_failure):
         error = failure(redis.exceptions.DataError("value SECRET-x is not encodable"))

@@ -29,30 +29,28 @@ write (``MemoryStore`` does); ``TokenAuth`` then reuses the token it read while 
 unchanged instead of asking the store on every request. Shared stores must not have it.
 
 A user-written store needs these nine methods; ``AsyncTokenStore`` is the same with coroutines.
-Sync stores are usable by the async managers through ``AsyncStoreAdapter``.
+Sync stores are usable by the async managers through ``AsyncStoreAdapter`` (``_adapters``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, Protocol, cast, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from .._models import GroupKey, Token, TokenKind
 
 __all__ = [
-    "AsyncLockingStoreAdapter",
-    "AsyncStoreAdapter",
     "AsyncTokenStore",
+    "ExpiringStore",
     "LockingTokenStore",
     "Page",
     "TokenQuery",
     "TokenStatus",
     "TokenStore",
-    "async_store",
+    "alive",
     "newest_first",
-    "sync_store",
+    "page_of",
 ]
 
 TokenStatus = Literal["valid", "expired", "all"]
@@ -110,6 +108,39 @@ class Page:
     total: int
     offset: int
     limit: int | None
+
+
+def page_of(matches: Iterable[Token], query: TokenQuery) -> Page:
+    """The page of ``matches`` that ``query`` asks for (its offset and limit), in the listing
+    order of ``newest_first`` with the token hash last (so that pages never overlap), and the
+    total count."""
+    ordered = sorted(matches, key=lambda t: (t.updated_at, t.issued_at, t.token_hash), reverse=True)
+    start = max(query.offset, 0)
+    stop = None if query.limit is None else start + max(query.limit, 0)
+    return Page(ordered[start:stop], len(ordered), query.offset, query.limit)
+
+
+def alive(token: Token, retain_expired: float, now: float) -> bool:
+    """Whether ``token`` is before its deadline at ``now``: ``expires_at + retain_expired`` is
+    later, or its expiry is unknown. Stores return no token past its deadline."""
+    expires_at = token.expires_at
+    return expires_at is None or expires_at + retain_expired > now
+
+
+class ExpiringStore:
+    """What the shipped stores share about expiry: ``retain_expired`` (checked here) and the
+    clock deadlines are judged by (the wall clock, epoch seconds, unless one is injected)."""
+
+    def __init__(self, retain_expired: float, clock: Callable[[], float]) -> None:
+        if not retain_expired >= 0:
+            raise ValueError("retain_expired must be a non-negative number of seconds")
+        self._retain = float(retain_expired)
+        self._clock = clock
+
+    @property
+    def retain_expired(self) -> float:
+        """Seconds an expired token is still kept (and returned) after ``expires_at``."""
+        return self._retain
 
 
 @runtime_checkable
@@ -187,106 +218,3 @@ class AsyncTokenStore(Protocol):
 
     async def expunge_expired(self, now: float) -> int:
         """See ``TokenStore.expunge_expired``."""
-
-
-class AsyncStoreAdapter:
-    """Use a fast synchronous store (memory, disk) from the async managers.
-
-    The calls run inline: ``MemoryStore`` answers in about a microsecond and ``DiskStore`` in
-    tens of microseconds, less than handing work to a thread would cost.
-    """
-
-    __slots__ = ("sync",)
-
-    def __init__(self, store: TokenStore) -> None:
-        self.sync = store
-
-    def __repr__(self) -> str:
-        return f"AsyncStoreAdapter({self.sync!r})"
-
-    @property
-    def version(self) -> int | None:
-        """The wrapped store's ``version``, if it has one."""
-        return getattr(self.sync, "version", None)
-
-    async def put(self, token: Token) -> None:
-        """See ``TokenStore.put``."""
-        self.sync.put(token)
-
-    async def get(self, token_hash: str) -> Token | None:
-        """See ``TokenStore.get``."""
-        return self.sync.get(token_hash)
-
-    async def find(self, group: GroupKey, scope_key: str | None) -> list[Token]:
-        """See ``TokenStore.find``."""
-        return self.sync.find(group, scope_key)
-
-    async def replace(self, old_hash: str, new: Token) -> None:
-        """See ``TokenStore.replace``."""
-        self.sync.replace(old_hash, new)
-
-    async def delete(self, token_hash: str) -> Token | None:
-        """See ``TokenStore.delete``."""
-        return self.sync.delete(token_hash)
-
-    async def revoke(self, token_hash: str, until: float) -> None:
-        """See ``TokenStore.revoke``."""
-        self.sync.revoke(token_hash, until)
-
-    async def is_revoked(self, token_hash: str) -> bool:
-        """See ``TokenStore.is_revoked``."""
-        return self.sync.is_revoked(token_hash)
-
-    async def list(self, query: TokenQuery) -> Page:
-        """See ``TokenStore.list``."""
-        return self.sync.list(query)
-
-    async def expunge_expired(self, now: float) -> int:
-        """See ``TokenStore.expunge_expired``."""
-        return self.sync.expunge_expired(now)
-
-
-class AsyncLockingStoreAdapter(AsyncStoreAdapter):
-    """``AsyncStoreAdapter`` for a sync store with a cross-process lock."""
-
-    __slots__ = ()
-    sync: LockingTokenStore
-
-    async def try_lock(self, name: str, owner: str, lease: float) -> bool:
-        """See ``LockingTokenStore.try_lock``."""
-        return self.sync.try_lock(name, owner, lease)
-
-    async def renew_lock(self, name: str, owner: str, lease: float) -> bool:
-        """See ``LockingTokenStore.renew_lock``."""
-        return self.sync.renew_lock(name, owner, lease)
-
-    async def unlock(self, name: str, owner: str) -> None:
-        """See ``LockingTokenStore.unlock``."""
-        self.sync.unlock(name, owner)
-
-
-def async_store(
-    store: AsyncTokenStore | TokenStore | None, clock: Callable[[], float]
-) -> AsyncTokenStore:
-    """The store the async managers use: a ``MemoryStore`` on the issuer's clock when none is
-    given, a sync store wrapped in ``AsyncStoreAdapter``."""
-    if store is None:
-        from ._memory import MemoryStore
-
-        return AsyncStoreAdapter(MemoryStore(clock=clock))
-    # Both protocols have the same method names: tell them apart by the coroutine functions.
-    if inspect.iscoroutinefunction(store.put):
-        return cast(AsyncTokenStore, store)
-    if hasattr(store, "try_lock"):
-        return AsyncLockingStoreAdapter(cast(LockingTokenStore, store))
-    return AsyncStoreAdapter(cast(TokenStore, store))
-
-
-def sync_store(store: TokenStore | None, clock: Callable[[], float]) -> TokenStore:
-    """The store the sync managers use: a ``MemoryStore`` on the issuer's clock when none is
-    given."""
-    if store is None:
-        from ._memory import MemoryStore
-
-        return MemoryStore(clock=clock)
-    return store

@@ -38,6 +38,7 @@ __all__ = [
     "NOT_ENCRYPTED",
     "WRONG_KEY",
     "Cipher",
+    "EncryptingStore",
     "generate_encryption_key",
     "make_cipher",
 ]
@@ -169,3 +170,19 @@ class Cipher:
 def make_cipher(keys: Sequence[str | bytes] | None) -> Cipher | None:
     """The ``Cipher`` of a store's ``encryption_keys`` (``None``: no encryption)."""
     return None if keys is None else Cipher(keys)
+
+
+class EncryptingStore:
+    """What a store taking ``encryption_keys`` shows of them: ``encrypted``, and in its repr the
+    number of keys (never a key)."""
+
+    _cipher: Cipher | None
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the tokens are stored encrypted (``encryption_keys`` given)."""
+        return self._cipher is not None
+
+    def _keys_repr(self) -> str:
+        """``", encryption_keys=<n keys>"`` for the repr, ``""`` without encryption."""
+        return "" if self._cipher is None else f", encryption_keys={self._cipher.described}"

@@ -37,7 +37,7 @@ import diskcache
 
 from .._exceptions import StoreError
 from .._models import GroupKey, Token, token_from_dict
-from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, make_cipher
+from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, EncryptingStore, make_cipher
 from ._kv import KVStore
 
 __all__ = ["DiskStore", "default_directory"]
@@ -128,7 +128,7 @@ def _prepare(directory: Path) -> None:
                 os.chmod(directory / name, 0o600)
 
 
-class DiskStore(KVStore):
+class DiskStore(KVStore, EncryptingStore):
     """Tokens in ``directory/cache.db`` (SQLite via diskcache): survives restarts, shared.
 
     ``retain_expired`` keeps expired tokens that many seconds after ``expires_at``; ``clock``
@@ -178,15 +178,7 @@ class DiskStore(KVStore):
         return cls(default_directory(), retain_expired, clock, encryption_keys=encryption_keys)
 
     def __repr__(self) -> str:
-        if self._cipher is None:
-            return f"DiskStore({str(self._directory)!r})"
-        keys = self._cipher.described
-        return f"DiskStore({str(self._directory)!r}, encryption_keys={keys})"
-
-    @property
-    def encrypted(self) -> bool:
-        """Whether the tokens are stored encrypted (``encryption_keys`` given)."""
-        return self._cipher is not None
+        return f"DiskStore({str(self._directory)!r}{self._keys_repr()})"
 
     @property
     def directory(self) -> Path:

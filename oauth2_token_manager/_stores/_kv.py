@@ -1,4 +1,7 @@
-"""The indexing logic shared by the key-value stores (memory, disk, and later Redis).
+"""The indexing logic shared by the key-value stores (memory, disk).
+
+The Redis stores keep the same four kinds of entries and deadlines, written by Lua scripts
+instead (``_async_redis``, ``_redis_lua``).
 
 ``KVStore`` implements the ``TokenStore`` protocol over a few backend primitives: read a key,
 write a key with a deadline, remove a key, run a transaction, and list the group entries.
@@ -29,20 +32,18 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
 from .._exceptions import StoreError, TokenRevokedError
-from .._models import GroupKey, Token, hash_prefix
-from ._base import Page, TokenQuery, newest_first
+from .._models import GroupKey, Token, hash_prefix, is_token_hash
+from ._base import ExpiringStore, Page, TokenQuery, alive, newest_first, page_of
 
 __all__ = ["KVStore"]
 
 _NO_LOCK: AbstractContextManager[object] = contextlib.nullcontext()
 _ABSENT = object()
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _GroupRecord = tuple[GroupKey, dict[str, "float | None"]]
 
 
@@ -56,23 +57,12 @@ def _latest(deadlines: Iterable[float | None]) -> float | None:
     return latest
 
 
-class KVStore(abc.ABC):
+class KVStore(ExpiringStore, abc.ABC):
     """``TokenStore`` over key-value primitives; subclasses supply the backend.
 
     Writes run in ``_transaction()`` (atomic and isolated: one lock, one SQL transaction, a
     MULTI/EXEC...). Reads run in ``_reading()`` (the memory store's lock; nothing elsewhere).
     """
-
-    def __init__(self, retain_expired: float, clock: Callable[[], float]) -> None:
-        if not retain_expired >= 0:
-            raise ValueError("retain_expired must be a non-negative number of seconds")
-        self._retain = float(retain_expired)
-        self._clock = clock
-
-    @property
-    def retain_expired(self) -> float:
-        """Seconds an expired token is still kept (and returned) after ``expires_at``."""
-        return self._retain
 
     # -- backend primitives --------------------------------------------------------------
 
@@ -138,11 +128,6 @@ class KVStore(abc.ABC):
         """When the backend may drop ``token``: ``expires_at + retain_expired``."""
         expires_at = token.expires_at
         return None if expires_at is None else expires_at + self._retain
-
-    def _alive(self, token: Token, now: float) -> bool:
-        """Whether ``token`` is before its deadline at ``now``."""
-        expires_at = token.expires_at
-        return expires_at is None or expires_at + self._retain > now
 
     def _tokens_at(self, xkey: Any) -> tuple[Token, ...]:
         """The tokens of an exact entry (all of them, alive or not); empty when absent."""
@@ -220,7 +205,7 @@ class KVStore(abc.ABC):
             return None  # a dangling ref
         rest = [t for t in tokens if t.token_hash != token_hash]
         self._save_entry(found.group, found.scope_key, xkey, rest)
-        return found if self._alive(found, now) else None
+        return found if alive(found, self._retain, now) else None
 
     def _reconcile(self, xkey: Any, evicted: tuple[Token, ...]) -> None:
         """After the backend dropped an exact entry on its own: drop what refers to it.
@@ -262,12 +247,12 @@ class KVStore(abc.ABC):
         for stored in self._tokens_at(xkey):
             if stored.token_hash == token_hash:
                 continue
-            (kept if self._alive(stored, now) else dropped).append(stored)
-        alive = self._alive(token, now)
-        tokens = newest_first([token, *kept] if alive else kept)
+            (kept if alive(stored, self._retain, now) else dropped).append(stored)
+        keep = alive(token, self._retain, now)
+        tokens = newest_first([token, *kept] if keep else kept)
         self._save_entry(group, scope_key, xkey, tokens)
         self._drop_refs(dropped, xkey)
-        if alive:
+        if keep:
             self._write(hkey, xkey, self._deadline(token))
         else:
             self._remove(hkey)  # already past its deadline: not kept
@@ -293,7 +278,7 @@ class KVStore(abc.ABC):
                     return None
                 for token in self._tokens_at(self._decode_ref(ref)):
                     if token.token_hash == token_hash:
-                        return token if self._alive(token, self._now()) else None
+                        return token if alive(token, self._retain, self._now()) else None
                 if self._read(hkey) == ref:
                     return None  # a dangling ref
         return None
@@ -304,14 +289,14 @@ class KVStore(abc.ABC):
             with self._reading():
                 tokens = self._tokens_at(self._exact_key(group, scope_key))
             now = self._now()
-            return [t for t in tokens if self._alive(t, now)]
+            return [t for t in tokens if alive(t, self._retain, now)]
         with self._reading():
             record = self._read_group(self._group_key(group))
             if record is None:
                 return []
             found = [t for key in record[1] for t in self._tokens_at(self._exact_key(group, key))]
         now = self._now()
-        return newest_first(t for t in found if self._alive(t, now))
+        return newest_first(t for t in found if alive(t, self._retain, now))
 
     def replace(self, old_hash: str, new: Token) -> None:
         """Rotation in one transaction: store ``new``, then remove ``old_hash``."""
@@ -332,7 +317,7 @@ class KVStore(abc.ABC):
         ``ValueError`` unless ``token_hash`` is a SHA-256 hex digest: the hash becomes part of a
         key, and a token value passed by mistake must never be written into one.
         """
-        if not isinstance(token_hash, str) or not _SHA256_HEX.fullmatch(token_hash):
+        if not is_token_hash(token_hash):
             raise ValueError("revoke() takes a token_hash (SHA-256 hex), not a token value")
         with self._transaction():
             now = self._now()
@@ -365,12 +350,9 @@ class KVStore(abc.ABC):
                 group, scopes = record
                 for scope_key in scopes:
                     for token in self._tokens_at(self._exact_key(group, scope_key)):
-                        if self._alive(token, now) and query.matches(token):
+                        if alive(token, self._retain, now) and query.matches(token):
                             matches.append(token)
-        matches.sort(key=lambda t: (t.updated_at, t.issued_at, t.token_hash), reverse=True)
-        start = max(query.offset, 0)
-        stop = None if query.limit is None else start + max(query.limit, 0)
-        return Page(matches[start:stop], len(matches), query.offset, query.limit)
+        return page_of(matches, query)
 
     def expunge_expired(self, now: float) -> int:
         """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.

@@ -20,6 +20,7 @@ from typing import Any
 from cachetools import TLRUCache
 
 from .._models import GroupKey, Token
+from ._base import alive
 from ._kv import KVStore
 
 __all__ = ["MemoryStore"]
@@ -127,7 +128,7 @@ class MemoryStore(KVStore):
         if entry[1] > self._clock():  # no token of the entry is past its deadline
             return list(entry[0])
         now = self._clock()
-        return [t for t in entry[0] if self._alive(t, now)]
+        return [t for t in entry[0] if alive(t, self._retain, now)]
 
     def expunge_expired(self, now: float) -> int:
         """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.

@@ -660,6 +660,39 @@ def test_constructor_settings_repr_and_no_version(
     store.close()
 
 
+def connections_named(client: redis.Redis, name: str) -> int:
+    """How many connections the server has from clients named ``name``."""
+    return sum(1 for entry in client.client_list() if entry.get("name") == name)
+
+
+def test_close_closes_every_connection_the_store_opened(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    """A store made from ``url`` closes its pool's connections on ``close`` (redis-py's own
+    ``close`` leaves a pool it was given open, so they would wait for the garbage collector)."""
+    name = f"leak-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(url=f"{redis_server.url}?client_name={name}", prefix=fresh_prefix())
+    store.put(make_token(expires_at=None))
+    assert connections_named(client, name) >= 1
+    store.close()
+    assert connections_named(client, name) == 0
+
+
+@pytest.mark.anyio
+async def test_aclose_closes_every_connection_the_async_store_opened(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+) -> None:
+    """The async store made from ``url`` closes its pool's connections on ``aclose``."""
+    name = f"leak-{uuid.uuid4().hex[:8]}"
+    store = AsyncRedisStore(url=f"{redis_server.url}?client_name={name}", prefix=fresh_prefix())
+    await asyncio.gather(*(store.put(make_token(f"t{i}", expires_at=None)) for i in range(4)))
+    assert connections_named(client, name) >= 1
+    await store.aclose()
+    assert connections_named(client, name) == 0
+
+
 def test_a_given_client_is_not_closed(redis_server: RedisServer) -> None:  # noqa: F811
     """The store closes a client it made from ``url``, never one it was given."""
     given = redis.Redis.from_url(redis_server.url)

@@ -144,9 +144,14 @@ class RedisStore(ExpiringStore, EncryptingStore):
         return self._client
 
     def close(self) -> None:
-        """Close the client if the store made it (from ``url``)."""
+        """Close the client and its connections if the store made it (from ``url``).
+
+        redis-py's ``close`` leaves a pool it was given open (the store gives its client the
+        pool it made), so the pool is disconnected here too: no connection is left to the
+        garbage collector."""
         if self._owns_client:
             self._client.close()
+            self._client.connection_pool.disconnect()
 
     def __enter__(self) -> RedisStore:
         return self

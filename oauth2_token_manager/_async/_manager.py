@@ -66,7 +66,7 @@ from .._protocol import (
 from .._retry import is_transient, reached_server, retry_after, retry_delay
 from .._scopes import ScopeMatch, normalize
 from .._stores import AsyncTokenStore, Page, TokenQuery, TokenStore, async_store
-from .._synchronization import async_sleep
+from .._synchronization import async_sleep_from
 from ._auth import AsyncTokenAuth
 from ._discovery import AsyncMetadataCache
 from ._http import read_bounded
@@ -107,6 +107,7 @@ class AsyncIssuer:
         self.url = url
         self.client = client
         self.options = IssuerOptions(**options)
+        self._sleep = async_sleep_from(self.options.sleep)
         self.store: AsyncTokenStore = async_store(store, self.options.clock)
         self._owns_http = http is None
         self.http = http or httpx.AsyncClient(timeout=self.options.timeout)
@@ -194,7 +195,7 @@ class AsyncIssuer:
                 if delay is None:
                     raise
                 logger.info("token request failed (%s); retry %d in %.2f s", exc, retry, delay)
-                await async_sleep(delay)
+                await self._sleep(delay)
 
     def recent_failure(self, key: object) -> OAuth2TokenManagerError | None:
         """The failure of ``key``'s last token request if within ``failure_cache`` seconds."""
@@ -223,7 +224,15 @@ class AsyncIssuer:
         wait = options.lock_lease + options.retry.attempts * (
             options.timeout + options.retry.max_delay
         )
-        return AsyncStoreLock(self.store, name, lease=options.lock_lease, timeout=wait)
+        return AsyncStoreLock(
+            self.store,
+            name,
+            lease=options.lock_lease,
+            timeout=wait,
+            sleep=self._sleep,
+            monotonic=options.monotonic,
+            jitter=options.random,
+        )
 
     def emit(
         self,

@@ -67,7 +67,7 @@ from .._protocol import (
 from .._retry import is_transient, reached_server, retry_after, retry_delay
 from .._scopes import ScopeMatch, normalize
 from .._stores import Page, TokenQuery, TokenStore, sync_store
-from .._synchronization import sync_sleep
+from .._synchronization import sync_sleep_from
 from ._auth import TokenAuth
 from ._discovery import MetadataCache
 from ._http import read_bounded
@@ -108,6 +108,7 @@ class Issuer:
         self.url = url
         self.client = client
         self.options = IssuerOptions(**options)
+        self._sleep = sync_sleep_from(self.options.sleep)
         self.store: TokenStore = sync_store(store, self.options.clock)
         self._owns_http = http is None
         self.http = http or httpx.Client(timeout=self.options.timeout)
@@ -195,7 +196,7 @@ class Issuer:
                 if delay is None:
                     raise
                 logger.info("token request failed (%s); retry %d in %.2f s", exc, retry, delay)
-                sync_sleep(delay)
+                self._sleep(delay)
 
     def recent_failure(self, key: object) -> OAuth2TokenManagerError | None:
         """The failure of ``key``'s last token request if within ``failure_cache`` seconds."""
@@ -224,7 +225,15 @@ class Issuer:
         wait = options.lock_lease + options.retry.attempts * (
             options.timeout + options.retry.max_delay
         )
-        return StoreLock(self.store, name, lease=options.lock_lease, timeout=wait)
+        return StoreLock(
+            self.store,
+            name,
+            lease=options.lock_lease,
+            timeout=wait,
+            sleep=self._sleep,
+            monotonic=options.monotonic,
+            jitter=options.random,
+        )
 
     def emit(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -206,16 +207,22 @@ async def test_invalidate_fetches_again() -> None:
     assert len(server.requests) == 2
 
 
+@pytest.mark.parametrize("mechanism", [True, False], ids=["lock", "lock-off"])
 @pytest.mark.anyio
-async def test_concurrent_gets_share_one_fetch() -> None:
-    """Many concurrent callers cause a single fetch (the others wait under the lock)."""
+async def test_concurrent_gets_share_one_fetch(mechanism: bool) -> None:
+    """Many concurrent callers cause a single fetch (the others wait under the lock): the
+    document is held back until every caller waits. With the lock made a no-op, the same race
+    makes one fetch per caller."""
+    release = anyio.Event()
 
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await anyio.sleep(0.05)
+    async def held(request: httpx.Request) -> httpx.Response:
+        await release.wait()
         return httpx.Response(200, json=doc())
 
-    server = Server({OPENID_URL: slow})
+    server = Server({OPENID_URL: held})
     metadata_cache = cache(server, FakeClock())
+    if not mechanism:
+        metadata_cache._lock = contextlib.nullcontext()  # type: ignore[assignment]
     results: list[Any] = []
 
     async def worker() -> None:
@@ -224,7 +231,13 @@ async def test_concurrent_gets_share_one_fetch() -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(20):
             tg.start_soon(worker)
+        await anyio.wait_all_tasks_blocked()  # each caller: in the fetch or on the lock
+        release.set()
+    if not mechanism:
+        assert len(server.requests) == 20
+        return
     assert len(server.requests) == 1
+    assert len(results) == 20
     assert all(result is results[0] for result in results)
 
 

@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+from _clock import FakeClock
 from _mechanisms import without_keyed_locks, without_waiter_cleanup
 
 from oauth2_token_manager import (
@@ -297,3 +298,43 @@ def test_one_manager_serves_two_event_loops(
     assert len(values) == 40
     assert server.requests["x"] == 2  # one per loop: each loop's first caller went
     assert len(set(values)) == 2
+
+
+@single_flight
+@pytest.mark.anyio
+async def test_refresh_ahead_runs_once_while_the_others_keep_the_token(
+    mechanism: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token due for refresh ahead (still valid): the first of 10 callers refreshes it (the
+    endpoint held), the 9 others get the current token at once. Without the per-key lock
+    (``try_hold``), every caller refreshes."""
+    if not mechanism:
+        without_keyed_locks(monkeypatch)
+    clock = FakeClock()
+    server = AsyncServer()
+    server.open.set()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(server))
+    issuer = AsyncIssuer(
+        ISSUER, ClientConfig("c", "s"), http=http, discovery=False, metadata=METADATA, clock=clock
+    )
+    manager = AsyncAccessTokenManager(issuer)
+    first = await manager.get(scopes=["x"])
+    clock.advance(3300)  # in the last 10% of 3600 s, more than the 60 s leeway left
+    server.open = anyio.Event()
+    values: list[str] = []
+
+    async def call() -> None:
+        values.append((await manager.get(scopes=["x"])).value)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()  # the refresher in the endpoint, the rest done
+        if mechanism:
+            assert values == [first.value] * 9
+        server.open.set()
+    if not mechanism:
+        assert server.requests == {"x": 11}
+        return
+    assert server.requests == {"x": 2}
+    assert sorted(values) == sorted([first.value] * 9 + ["x-2"])

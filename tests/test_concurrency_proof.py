@@ -175,10 +175,10 @@ def test_lease_is_renewed_while_a_slow_request_runs(tmp_path: Path) -> None:
     check(outcome, 1)
 
 
-def test_lease_renewal_off(tmp_path: Path) -> None:
-    """Without lease renewal, a 0.3 s lease held through a slow request runs out: the next
+def test_lease_renewal_off(rotating_server: AuthServer, tmp_path: Path) -> None:
+    """Without lease renewal, a 0.3 s lease held while the request waits runs out: the next
     process takes the lock while the first still waits for its answer, and 4 processes each
     refresh."""
-    with start_auth_server(rotate_refresh_token=True, AS_TOKEN_DELAY_MS=100) as server:
-        outcome = run_processes(server, disk_recipe(tmp_path), 4, 1, lock_lease=0.3, off="renewal")
+    recipe = disk_recipe(tmp_path)
+    outcome = run_processes(rotating_server, recipe, 4, 1, lock_lease=0.3, off="renewal")
     check_fails(outcome, 4)

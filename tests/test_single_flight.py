@@ -229,14 +229,18 @@ async def test_cancelled_waiter_leaves_no_lock(
     assert issuer.locks._entries == {}
 
 
-@pytest.mark.parametrize("mechanism", [True, False], ids=["per-loop", "per-loop-off"])
+@pytest.mark.parametrize(
+    ("mechanism", "backends"),
+    [(True, ("asyncio", "asyncio")), (True, ("asyncio", "trio")), (False, ("asyncio", "trio"))],
+    ids=["per-loop-asyncio-asyncio", "per-loop-asyncio-trio", "per-loop-off-asyncio-trio"],
+)
 def test_one_manager_serves_two_event_loops(
-    mechanism: bool, monkeypatch: pytest.MonkeyPatch
+    mechanism: bool, backends: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two threads, one running an asyncio loop and one a trio loop, share one manager: locks
-    never cross loops, each loop makes one request and every caller is served. With one lock
-    for both loops (the loop identity left out of the key), the second loop's callers fail on
-    a lock of the other loop."""
+    """Two threads, each running its own event loop, share one manager: locks never cross
+    loops, each loop makes one request and every caller is served. With one lock for both
+    loops (the loop identity left out of the key), the callers of the trio loop fail on the
+    asyncio loop's lock, or the other way round (two asyncio loops would hang instead)."""
     if not mechanism:
         monkeypatch.setattr(async_locks, "async_loop_identity", lambda: None)
     gate = threading.Event()
@@ -280,7 +284,7 @@ def test_one_manager_serves_two_event_loops(
 
     threads = [
         threading.Thread(target=anyio.run, args=(many,), kwargs={"backend": backend})
-        for backend in ("asyncio", "trio")
+        for backend in backends
     ]
     for thread in threads:
         thread.start()

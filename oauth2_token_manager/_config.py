@@ -12,6 +12,7 @@ from ._events import TokenEvent
 from ._exceptions import ConfigurationError
 from ._retry import RetryPolicy
 from ._scopes import ScopeMatch
+from ._synchronization import AsyncSleep, Sleep
 
 __all__ = ["ANY", "AnyType", "IssuerOptions"]
 
@@ -56,6 +57,12 @@ class IssuerOptions:
       kept; ``expunge_expired`` removes them afterwards.
     - ``jwks_min_refetch_interval``: an unknown ``kid`` re-fetches the JWKS at most this often.
     - ``clock``: epoch seconds; injected by tests.
+    - ``random``: a number in [0, 1) for the jitter of retries and lock polls; injected by tests.
+    - ``sleep``: how retries and store-lock waits pause. ``None`` (the default) is
+      ``anyio.sleep`` for an async issuer and ``time.sleep`` for a sync one; an injected one
+      must be awaitable for an async issuer and plain for a sync one. Injected by tests, with
+      ``monotonic``, so that backoff, ``Retry-After`` and lock waits take no real time.
+    - ``monotonic``: seconds of a monotonic clock (the deadline of a store-lock wait).
     """
 
     leeway: float = 60.0
@@ -80,6 +87,8 @@ class IssuerOptions:
     jwks_min_refetch_interval: float = 10.0
     clock: Callable[[], float] = time.time
     random: Callable[[], float] = random.random
+    sleep: Sleep | AsyncSleep | None = None
+    monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         if self.leeway < 0:

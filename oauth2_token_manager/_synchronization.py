@@ -3,7 +3,9 @@ maps one onto the other; everything built on them is written once, in ``_async/`
 
 - ``AsyncLock`` (anyio: asyncio and trio; a cancelled waiter never keeps it) / ``Lock``
   (``threading.Lock``), both with a non-blocking ``try_acquire``.
-- ``async_sleep`` / ``sync_sleep``: wait without blocking the event loop / the thread.
+- ``async_sleep`` / ``sync_sleep``: wait without blocking the event loop / the thread;
+  ``AsyncSleep`` / ``Sleep`` are their types, and ``async_sleep_from`` / ``sync_sleep_from``
+  pick an issuer's sleep: the injected ``sleep`` option (tests inject a fake one) or these.
 - ``async_loop_identity`` / ``sync_loop_identity``: what async locks must not be shared across
   (the running event loop), nothing for thread locks.
 - ``AsyncBackground`` / ``Background``: call a function every ``interval`` seconds while a block
@@ -12,6 +14,7 @@ maps one onto the other; everything built on them is written once, in ``_async/`
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -22,16 +25,28 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._exceptions import ConfigurationError
+
 __all__ = [
     "AsyncBackground",
     "AsyncLock",
+    "AsyncSleep",
     "Background",
     "Lock",
+    "Sleep",
     "async_loop_identity",
     "async_sleep",
+    "async_sleep_from",
     "sync_loop_identity",
     "sync_sleep",
+    "sync_sleep_from",
 ]
+
+Sleep = Callable[[float], None]
+"""A blocking sleep such as ``time.sleep``: how a sync issuer and its store lock wait."""
+
+AsyncSleep = Callable[[float], Awaitable[None]]
+"""An awaitable sleep such as ``anyio.sleep``: how an async issuer and its store lock wait."""
 
 logger = logging.getLogger("oauth2_token_manager")
 
@@ -104,6 +119,41 @@ async def async_sleep(seconds: float) -> None:
 def sync_sleep(seconds: float) -> None:
     """Wait, blocking this thread only."""
     time.sleep(seconds)
+
+
+def async_sleep_from(sleep: Sleep | AsyncSleep | None) -> AsyncSleep:
+    """An async issuer's sleep: ``async_sleep``, or the injected ``sleep`` option, which must
+    return an awaitable (``ConfigurationError`` at its first use otherwise)."""
+    if sleep is None:
+        return async_sleep
+    injected = sleep
+
+    async def checked(seconds: float) -> None:
+        waited = injected(seconds)
+        if not inspect.isawaitable(waited):
+            raise ConfigurationError("the sleep option of an async issuer must be awaitable")
+        await waited
+
+    return checked
+
+
+def sync_sleep_from(sleep: Sleep | AsyncSleep | None) -> Sleep:
+    """A sync issuer's sleep: ``sync_sleep``, or the injected ``sleep`` option, which must not
+    be async (``ConfigurationError`` at once for an ``async def``, else at its first use)."""
+    if sleep is None:
+        return sync_sleep
+    if inspect.iscoroutinefunction(sleep):
+        raise ConfigurationError("the sleep option of a sync issuer must not be async")
+    injected = sleep
+
+    def checked(seconds: float) -> None:
+        waited = injected(seconds)
+        if inspect.isawaitable(waited):
+            if inspect.iscoroutine(waited):
+                waited.close()  # never awaited: no "coroutine was never awaited" warning
+            raise ConfigurationError("the sleep option of a sync issuer must not be async")
+
+    return checked
 
 
 def async_loop_identity() -> object:

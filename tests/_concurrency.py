@@ -264,6 +264,28 @@ def run_threads(server: AuthServer, callers: int = 64, scope_sets: int = 1) -> O
 # --- processes ---------------------------------------------------------------------------
 
 
+def _switch_off(mechanism: str, overlap: Any) -> None:
+    """In a caller process: switch ``mechanism`` off (``store-lock``: acquire without asking
+    the store; ``renewal``: never renew a held lock's lease), and hold every token request
+    until all callers have one ready (``overlap``, a barrier), so that the requests that the
+    mechanism would have kept apart surely overlap."""
+    from oauth2_token_manager._sync._locks import StoreLock
+
+    if mechanism == "store-lock":
+        StoreLock.acquire = lambda self, wait=True: True  # type: ignore[method-assign]
+        StoreLock.release = lambda self: None  # type: ignore[method-assign]
+    else:
+        assert mechanism == "renewal", mechanism
+        StoreLock._renew = lambda self: None  # type: ignore[method-assign]
+    request_token = Issuer.request_token
+
+    def overlapping(self: Issuer, *args: Any, **kwargs: Any) -> Any:
+        overlap.wait(60)
+        return request_token(self, *args, **kwargs)
+
+    Issuer.request_token = overlapping  # type: ignore[method-assign]
+
+
 def _process_caller(
     issuer_url: str,
     secret: str,
@@ -273,7 +295,11 @@ def _process_caller(
     barrier: Any,
     queue: Any,
     lock_lease: float,
+    off: str | None = None,
+    overlap: Any = None,
 ) -> None:
+    if off is not None:
+        _switch_off(off, overlap)
     issuer = Issuer(
         issuer_url,
         ClientConfig(CLIENT_ID, secret),
@@ -298,10 +324,15 @@ def run_processes(
     callers: int = 8,
     scope_sets: int = 1,
     lock_lease: float = 10.0,
+    off: str | None = None,
 ) -> Outcome:
-    """``callers`` processes, each with its own Issuer on one shared store, ask at once."""
+    """``callers`` processes, each with its own Issuer on one shared store, ask at once.
+
+    ``off``: a mechanism each process switches off (``store-lock`` or ``renewal``, see
+    ``_switch_off``), for the proof that the scenario fails without it.
+    """
     prepare(server, recipe())
-    return run_processes_after(server, recipe, callers, scope_sets, lock_lease)
+    return run_processes_after(server, recipe, callers, scope_sets, lock_lease, off)
 
 
 def run_processes_after(
@@ -310,17 +341,30 @@ def run_processes_after(
     callers: int,
     scope_sets: int,
     lock_lease: float,
+    off: str | None = None,
 ) -> Outcome:
     """The processes' race on the store as it is (no preparation)."""
     assert isinstance(recipe, _StoreRecipe)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(callers + 1)
+    overlap = ctx.Barrier(callers) if off is not None else None
     queue = ctx.Queue()
     secret = server.client_secret(CLIENT_ID) or ""
     procs = [
         ctx.Process(
             target=_process_caller,
-            args=(server.issuer, secret, recipe, i, scope_sets, barrier, queue, lock_lease),
+            args=(
+                server.issuer,
+                secret,
+                recipe,
+                i,
+                scope_sets,
+                barrier,
+                queue,
+                lock_lease,
+                off,
+                overlap,
+            ),
         )
         for i in range(callers)
     ]

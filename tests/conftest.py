@@ -1,4 +1,4 @@
-"""Shared fixtures: the real test authorization server, a fake clock, and the secret-leak check.
+"""Shared fixtures: the real test authorization server, the fake clock, and the secret-leak check.
 
 Every integration test runs with DEBUG logging captured; afterwards the records (messages,
 arguments and exception texts) are searched for every token the server issued during the test
@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _authserver import AuthServer, load_clients, start_auth_server
+from _clock import FakeClock
 
 ISSUED: set[str] = set()
 """Every token value seen in a response of the test authorization server."""
@@ -27,22 +28,9 @@ ISSUED: set[str] = set()
 CLIENT_SECRETS = {c["client_secret"] for c in load_clients().values() if c.get("client_secret")}
 
 
-class FakeClock:
-    """Epoch seconds that only move when a test says so."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    """A clock a test moves by hand (no sleeps)."""
+    """The fake clock (``_clock.FakeClock``): time moves by hand or by fake sleeps only."""
     return FakeClock()
 
 

@@ -16,6 +16,7 @@ import itertools
 from typing import Any, ClassVar
 
 import pytest
+from _clock import START, FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,21 +26,7 @@ from oauth2_token_manager._stores import Page, TokenQuery, TokenStore
 
 ISSUER = "https://issuer.example"
 OTHER_ISSUER = "https://other.example"
-START = 1_700_000_000.0
 _serial = itertools.count(1)
-
-
-class FakeClock:
-    """Epoch seconds that only move when a test says so."""
-
-    def __init__(self, start: float = START) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make_token(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from _clock import FakeClock
 
 from oauth2_token_manager._async._discovery import AsyncMetadataCache
 from oauth2_token_manager._async._http import read_bounded
@@ -31,16 +33,6 @@ Handler = Callable[[httpx.Request], "httpx.Response | Awaitable[httpx.Response]"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Clock:
-    """A settable clock (epoch seconds)."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Server:
@@ -72,7 +64,7 @@ def serve(body: dict[str, Any], status: int = 200) -> Handler:
     return lambda request: httpx.Response(status, json=body)
 
 
-def cache(server: Server, clock: Clock, **kwargs: Any) -> AsyncMetadataCache:
+def cache(server: Server, clock: FakeClock, **kwargs: Any) -> AsyncMetadataCache:
     return AsyncMetadataCache(ISSUER, server.client(), clock=clock, **kwargs)
 
 
@@ -80,7 +72,7 @@ def cache(server: Server, clock: Clock, **kwargs: Any) -> AsyncMetadataCache:
 async def test_openid_location_is_tried_first() -> None:
     """A server publishing OpenID's appended location is discovered in one request."""
     server = Server({OPENID_URL: serve(doc())})
-    metadata = await cache(server, Clock()).get()
+    metadata = await cache(server, FakeClock()).get()
     assert metadata.token_endpoint == f"{ISSUER}/token"
     assert metadata.source == OPENID_URL
     assert server.requests == [OPENID_URL]
@@ -90,7 +82,7 @@ async def test_openid_location_is_tried_first() -> None:
 async def test_falls_back_from_404_to_the_next_url() -> None:
     """A 404 at the first well-known URL moves on to the RFC 8414 location."""
     server = Server({RFC8414_URL: serve(doc())})
-    metadata = await cache(server, Clock()).get()
+    metadata = await cache(server, FakeClock()).get()
     assert metadata.source == RFC8414_URL
     assert server.requests == [OPENID_URL, RFC8414_URL]
 
@@ -105,7 +97,7 @@ async def test_html_and_redirects_also_move_on() -> None:
             OPENID_INSERTED_URL: serve(doc()),
         }
     )
-    metadata = await cache(server, Clock()).get()
+    metadata = await cache(server, FakeClock()).get()
     assert metadata.source == OPENID_INSERTED_URL
     assert server.requests == [OPENID_URL, RFC8414_URL, OPENID_INSERTED_URL]
 
@@ -115,7 +107,7 @@ async def test_no_document_anywhere_lists_every_attempt() -> None:
     """When every URL says 'not here' the MetadataError names each URL and answer."""
     server = Server({RFC8414_URL: lambda r: httpx.Response(405)})
     with pytest.raises(MetadataError) as info:
-        await cache(server, Clock()).get()
+        await cache(server, FakeClock()).get()
     message = str(info.value)
     for url in (OPENID_URL, RFC8414_URL, OPENID_INSERTED_URL):
         assert url in message
@@ -132,7 +124,7 @@ async def test_issuer_mismatch_stops_the_search() -> None:
         }
     )
     with pytest.raises(IssuerMismatchError):
-        await cache(server, Clock()).get()
+        await cache(server, FakeClock()).get()
     assert server.requests == [OPENID_URL]
 
 
@@ -141,14 +133,14 @@ async def test_insecure_endpoint_in_discovered_document() -> None:
     """A discovered http endpoint makes the fetch fail with InsecureEndpointError."""
     server = Server({OPENID_URL: serve(doc(token_endpoint="http://as.example/token"))})
     with pytest.raises(InsecureEndpointError, match="token_endpoint"):
-        await cache(server, Clock()).get()
+        await cache(server, FakeClock()).get()
 
 
 @pytest.mark.anyio
 async def test_document_is_cached_for_an_hour() -> None:
     """The document is fetched once, reused for 3600 s, then fetched again."""
     server = Server({OPENID_URL: serve(doc())})
-    clock = Clock()
+    clock = FakeClock()
     metadata_cache = cache(server, clock)
     first = await metadata_cache.get()
     clock.now += 3599
@@ -163,7 +155,7 @@ async def test_document_is_cached_for_an_hour() -> None:
 async def test_failed_refresh_keeps_last_good_document_and_waits_10s() -> None:
     """After a failed refresh the old document is served and no request is sent for 10 s."""
     server = Server({OPENID_URL: serve(doc())})
-    clock = Clock()
+    clock = FakeClock()
     metadata_cache = cache(server, clock)
     good = await metadata_cache.get()
 
@@ -189,7 +181,7 @@ async def test_failed_refresh_keeps_last_good_document_and_waits_10s() -> None:
 async def test_first_failure_is_raised_and_remembered_for_10s() -> None:
     """Without a good document the failure itself is raised, again, until the retry."""
     server = Server({OPENID_URL: lambda r: httpx.Response(500)})
-    clock = Clock()
+    clock = FakeClock()
     metadata_cache = cache(server, clock)
     with pytest.raises(HTTPStatusError) as first:
         await metadata_cache.get()
@@ -208,23 +200,29 @@ async def test_first_failure_is_raised_and_remembered_for_10s() -> None:
 async def test_invalidate_fetches_again() -> None:
     """invalidate() makes the next get() fetch even within the hour."""
     server = Server({OPENID_URL: serve(doc())})
-    metadata_cache = cache(server, Clock())
+    metadata_cache = cache(server, FakeClock())
     await metadata_cache.get()
     metadata_cache.invalidate()
     await metadata_cache.get()
     assert len(server.requests) == 2
 
 
+@pytest.mark.parametrize("mechanism", [True, False], ids=["lock", "lock-off"])
 @pytest.mark.anyio
-async def test_concurrent_gets_share_one_fetch() -> None:
-    """Many concurrent callers cause a single fetch (the others wait under the lock)."""
+async def test_concurrent_gets_share_one_fetch(mechanism: bool) -> None:
+    """Many concurrent callers cause a single fetch (the others wait under the lock): the
+    document is held back until every caller waits. With the lock made a no-op, the same race
+    makes one fetch per caller."""
+    release = anyio.Event()
 
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await anyio.sleep(0.05)
+    async def held(request: httpx.Request) -> httpx.Response:
+        await release.wait()
         return httpx.Response(200, json=doc())
 
-    server = Server({OPENID_URL: slow})
-    metadata_cache = cache(server, Clock())
+    server = Server({OPENID_URL: held})
+    metadata_cache = cache(server, FakeClock())
+    if not mechanism:
+        metadata_cache._lock = contextlib.nullcontext()  # type: ignore[assignment]
     results: list[Any] = []
 
     async def worker() -> None:
@@ -233,7 +231,13 @@ async def test_concurrent_gets_share_one_fetch() -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(20):
             tg.start_soon(worker)
+        await anyio.wait_all_tasks_blocked()  # each caller: in the fetch or on the lock
+        release.set()
+    if not mechanism:
+        assert len(server.requests) == 20
+        return
     assert len(server.requests) == 1
+    assert len(results) == 20
     assert all(result is results[0] for result in results)
 
 
@@ -242,7 +246,7 @@ async def test_discovery_disabled_uses_overrides_only() -> None:
     """With discovery=False no request is sent and the overrides are the metadata."""
     server = Server()
     metadata_cache = cache(
-        server, Clock(), discovery=False, overrides={"token_endpoint": f"{ISSUER}/token"}
+        server, FakeClock(), discovery=False, overrides={"token_endpoint": f"{ISSUER}/token"}
     )
     metadata = await metadata_cache.get()
     assert metadata.issuer == ISSUER
@@ -255,7 +259,7 @@ async def test_overrides_apply_to_discovered_document() -> None:
     """Configured fields replace the discovered ones."""
     server = Server({OPENID_URL: serve(doc())})
     overrides = {"token_endpoint": "https://gw.example/token"}
-    metadata = await cache(server, Clock(), overrides=overrides).get()
+    metadata = await cache(server, FakeClock(), overrides=overrides).get()
     assert metadata.token_endpoint == "https://gw.example/token"
 
 
@@ -263,11 +267,11 @@ def test_insecure_issuer_is_rejected_at_construction() -> None:
     """An http issuer is a configuration error unless it is an allowed loopback."""
     server = Server()
     with pytest.raises(InsecureEndpointError):
-        AsyncMetadataCache("http://as.example", server.client(), clock=Clock())
+        AsyncMetadataCache("http://as.example", server.client(), clock=FakeClock())
     with pytest.raises(InsecureEndpointError):
-        AsyncMetadataCache("http://127.0.0.1:8080", server.client(), clock=Clock())
+        AsyncMetadataCache("http://127.0.0.1:8080", server.client(), clock=FakeClock())
     AsyncMetadataCache(
-        "http://127.0.0.1:8080", server.client(), clock=Clock(), allow_insecure_loopback=True
+        "http://127.0.0.1:8080", server.client(), clock=FakeClock(), allow_insecure_loopback=True
     )
 
 
@@ -277,7 +281,7 @@ async def test_oversized_body_is_rejected() -> None:
     big = doc(padding="x" * (1024 * 1024))
     server = Server({OPENID_URL: serve(big), RFC8414_URL: serve(doc())})
     with pytest.raises(InvalidResponseError, match="larger than 1048576 bytes"):
-        await cache(server, Clock()).get()
+        await cache(server, FakeClock()).get()
     assert server.requests == [OPENID_URL]
 
 
@@ -351,7 +355,7 @@ async def test_transport_error_during_discovery_is_raised() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
-    metadata_cache = AsyncMetadataCache(ISSUER, http, clock=Clock())
+    metadata_cache = AsyncMetadataCache(ISSUER, http, clock=FakeClock())
     with pytest.raises(TransportError, match="ConnectError"):
         await metadata_cache.get()
     assert calls == [OPENID_URL]

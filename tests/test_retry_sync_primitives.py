@@ -6,12 +6,15 @@ import threading
 
 import anyio
 import pytest
+from _clock import FakeClock
 
 from oauth2_token_manager import (
+    ClientConfig,
     ConfigurationError,
     HTTPStatusError,
     InvalidGrant,
     InvalidResponseError,
+    Issuer,
     IssuerOptions,
     TransportError,
 )
@@ -22,7 +25,14 @@ from oauth2_token_manager._retry import (
     retry_after,
     retry_delay,
 )
-from oauth2_token_manager._synchronization import AsyncBackground, AsyncLock, Background, Lock
+from oauth2_token_manager._synchronization import (
+    AsyncBackground,
+    AsyncLock,
+    Background,
+    Lock,
+    async_sleep_from,
+    sync_sleep_from,
+)
 
 
 @pytest.mark.parametrize(
@@ -128,10 +138,11 @@ def test_background_runs_until_the_block_ends_and_survives_errors() -> None:
         if len(calls) >= 3:
             done.set()
 
-    with Background(tick, 0.001):
+    background = Background(tick, 0.001)
+    with background:
         assert done.wait(5)
-    count = len(calls)
-    assert count >= 3
+    assert len(calls) >= 3
+    assert not background._thread.is_alive()  # stopped and joined with the block
 
 
 @pytest.mark.anyio
@@ -147,9 +158,35 @@ async def test_async_background_runs_until_the_block_ends() -> None:
         if len(calls) >= 3:
             done.set()
 
-    async with AsyncBackground(tick, 0.001):
+    async def tick_and_tell() -> None:
+        ticker.append(anyio.get_current_task().id)
+        await tick()
+
+    ticker: list[int] = []
+    async with AsyncBackground(tick_and_tell, 0.001):
         with anyio.fail_after(5):
             await done.wait()
-    count = len(calls)
-    await anyio.sleep(0.01)
-    assert len(calls) == count
+    assert len(calls) >= 3
+    running = {task.id for task in anyio.get_running_tasks()}
+    assert ticker[0] not in running  # the ticking task ended with the block: no more calls
+
+
+@pytest.mark.anyio
+async def test_sleep_option_is_checked_for_the_kind_of_issuer() -> None:
+    """An issuer uses the injected sleep (fake here: time moves, nothing waits); an async
+    issuer refuses a plain sleep and a sync one an async sleep (ConfigurationError)."""
+    clock = FakeClock()
+    await async_sleep_from(clock.async_sleep)(2)
+    sync_sleep_from(clock.sync_sleep)(3)
+    await async_sleep_from(lambda seconds: clock.async_sleep(seconds))(4)  # returns awaitable
+    assert clock.sleeps == [2, 3, 4] and clock.monotonic() == 1_000 + 9
+    with pytest.raises(ConfigurationError, match="must be awaitable"):
+        await async_sleep_from(clock.sync_sleep)(1)
+    with pytest.raises(ConfigurationError, match="must not be async"):
+        sync_sleep_from(clock.async_sleep)
+    with pytest.raises(ConfigurationError, match="must not be async"):
+        sync_sleep_from(lambda seconds: clock.async_sleep(seconds))(1)
+    assert clock.sleeps == [2, 3, 4, 1]  # the refused calls ran, but were not awaited
+    assert async_sleep_from(None) is not sync_sleep_from(None)
+    with pytest.raises(ConfigurationError, match="must not be async"):
+        Issuer("https://as.example", ClientConfig("c", "s"), sleep=clock.async_sleep)

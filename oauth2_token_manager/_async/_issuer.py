@@ -35,7 +35,7 @@ from .._protocol import (
 )
 from .._retry import is_transient, reached_server, retry_after, retry_delay
 from .._stores import AsyncTokenStore, TokenStore, async_store
-from .._synchronization import async_sleep
+from .._synchronization import async_sleep_from
 from ._discovery import AsyncMetadataCache
 from ._http import read_bounded
 from ._id_tokens import AsyncIDTokens, AsyncJWTValidator
@@ -68,6 +68,7 @@ class AsyncIssuer:
         self.url = url
         self.client = client
         self.options = IssuerOptions(**options)
+        self._sleep = async_sleep_from(self.options.sleep)
         self.store: AsyncTokenStore = async_store(store, self.options.clock)
         self._owns_http = http is None
         self.http = http or httpx.AsyncClient(timeout=self.options.timeout)
@@ -177,7 +178,7 @@ class AsyncIssuer:
                 if delay is None:
                     raise
                 logger.info("token request failed (%s); retry %d in %.2f s", exc, retry, delay)
-                await async_sleep(delay)
+                await self._sleep(delay)
 
     async def introspect_value(self, value: str, hint: TokenTypeHint | None) -> IntrospectionResult:
         """RFC 7662 introspection of a token value."""
@@ -218,7 +219,15 @@ class AsyncIssuer:
         wait = options.lock_lease + options.retry.attempts * (
             options.timeout + options.retry.max_delay
         )
-        return AsyncStoreLock(self.store, name, lease=options.lock_lease, timeout=wait)
+        return AsyncStoreLock(
+            self.store,
+            name,
+            lease=options.lock_lease,
+            timeout=wait,
+            sleep=self._sleep,
+            monotonic=options.monotonic,
+            jitter=options.random,
+        )
 
     def lock(self, key: LockKey, *, wait: bool = True) -> _AsyncIssuerLock:
         """The lock of ``key`` in this process, then the store's across processes.

@@ -36,7 +36,7 @@ from .._protocol import (
 )
 from .._retry import is_transient, reached_server, retry_after, retry_delay
 from .._stores import TokenStore, sync_store
-from .._synchronization import sync_sleep
+from .._synchronization import sync_sleep_from
 from ._discovery import MetadataCache
 from ._http import read_bounded
 from ._id_tokens import IDTokens, JWTValidator
@@ -69,6 +69,7 @@ class Issuer:
         self.url = url
         self.client = client
         self.options = IssuerOptions(**options)
+        self._sleep = sync_sleep_from(self.options.sleep)
         self.store: TokenStore = sync_store(store, self.options.clock)
         self._owns_http = http is None
         self.http = http or httpx.Client(timeout=self.options.timeout)
@@ -178,7 +179,7 @@ class Issuer:
                 if delay is None:
                     raise
                 logger.info("token request failed (%s); retry %d in %.2f s", exc, retry, delay)
-                sync_sleep(delay)
+                self._sleep(delay)
 
     def introspect_value(self, value: str, hint: TokenTypeHint | None) -> IntrospectionResult:
         """RFC 7662 introspection of a token value."""
@@ -219,7 +220,15 @@ class Issuer:
         wait = options.lock_lease + options.retry.attempts * (
             options.timeout + options.retry.max_delay
         )
-        return StoreLock(self.store, name, lease=options.lock_lease, timeout=wait)
+        return StoreLock(
+            self.store,
+            name,
+            lease=options.lock_lease,
+            timeout=wait,
+            sleep=self._sleep,
+            monotonic=options.monotonic,
+            jitter=options.random,
+        )
 
     def lock(self, key: LockKey, *, wait: bool = True) -> _IssuerLock:
         """The lock of ``key`` in this process, then the store's across processes.

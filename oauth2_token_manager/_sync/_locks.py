@@ -16,11 +16,18 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from .._exceptions import StoreError
-from .._synchronization import Background, Lock, sync_loop_identity, sync_sleep
+from .._synchronization import (
+    Background,
+    Lock,
+    Sleep,
+    sync_loop_identity,
+    sync_sleep,
+)
 
 __all__ = ["KeyedLocks", "StoreLock"]
 
@@ -115,16 +122,32 @@ class StoreLock:
     nothing. ``acquire(wait=True)`` polls until the lock is free or its holder's lease ran
     out (a crashed holder blocks others for one lease at most), up to ``timeout`` seconds;
     ``acquire(wait=False)`` tries once. While held, the lease is renewed every third of it.
+
+    The polls wait with ``sleep`` (jittered by ``jitter``, a number in [0, 1)) and the
+    deadline is read from ``monotonic``: tests inject fake ones. The renewal runs on real
+    time (a background task or thread), as the lease does in the store.
     """
 
     def __init__(
-        self, store: Any, name: str, *, lease: float, timeout: float, poll: float = 0.02
+        self,
+        store: Any,
+        name: str,
+        *,
+        lease: float,
+        timeout: float,
+        poll: float = 0.02,
+        sleep: Sleep = sync_sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
         self._name = name
         self._lease = lease
         self._timeout = timeout
         self._poll = poll
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._jitter = jitter
         self._owner = secrets.token_hex(16)
         self._renewal: Background | None = None
 
@@ -132,15 +155,15 @@ class StoreLock:
         """Take the lock; ``False`` only when ``wait`` is off and it is busy."""
         if not hasattr(self._store, "try_lock"):
             return True
-        deadline = time.monotonic() + self._timeout
+        deadline = self._monotonic() + self._timeout
         while not self._store.try_lock(self._name, self._owner, self._lease):
             if not wait:
                 return False
-            if time.monotonic() > deadline:
+            if self._monotonic() > deadline:
                 raise StoreError(
                     f"the store lock {self._name[:12]} stayed busy for {self._timeout:g} s"
                 )
-            sync_sleep(self._poll * (0.5 + random.random()))
+            self._sleep(self._poll * (0.5 + self._jitter()))
         self._renewal = Background(self._renew, self._lease / 3)
         self._renewal.__enter__()
         return True

@@ -65,8 +65,9 @@ def make(
             return introspect(request)
         return httpx.Response(404)
 
-    options.setdefault("clock", FakeClock())
-    store = MemoryStore(clock=options["clock"])
+    clock = options.setdefault("clock", FakeClock())
+    options.setdefault("sleep", clock.async_sleep)  # retries wait in fake time only
+    store = MemoryStore(clock=clock)
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     issuer = AsyncIssuer(ISSUER, ClientConfig("c", "s"), store=store, http=http, **options)
     return issuer, store, seen
@@ -105,6 +106,9 @@ async def test_bad_token_response_is_typed_and_stores_nothing(
     with pytest.raises(error):
         await AsyncAccessTokenManager(issuer).get(scopes=["a"])
     assert stored_count(store) == 0
+    if "retry-after" in response.headers:  # transient: retried after the server's delay
+        clock = issuer.options.clock
+        assert isinstance(clock, FakeClock) and clock.sleeps == [3, 3]
 
 
 async def test_transport_failure_is_a_transport_error() -> None:

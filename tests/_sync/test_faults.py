@@ -66,8 +66,9 @@ def make(
             return introspect(request)
         return httpx.Response(404)
 
-    options.setdefault("clock", FakeClock())
-    store = MemoryStore(clock=options["clock"])
+    clock = options.setdefault("clock", FakeClock())
+    options.setdefault("sleep", clock.sync_sleep)  # retries wait in fake time only
+    store = MemoryStore(clock=clock)
     http = httpx.Client(transport=httpx.MockTransport(handler))
     issuer = Issuer(ISSUER, ClientConfig("c", "s"), store=store, http=http, **options)
     return issuer, store, seen
@@ -106,6 +107,9 @@ def test_bad_token_response_is_typed_and_stores_nothing(
     with pytest.raises(error):
         AccessTokenManager(issuer).get(scopes=["a"])
     assert stored_count(store) == 0
+    if "retry-after" in response.headers:  # transient: retried after the server's delay
+        clock = issuer.options.clock
+        assert isinstance(clock, FakeClock) and clock.sleeps == [3, 3]
 
 
 def test_transport_failure_is_a_transport_error() -> None:

@@ -89,6 +89,20 @@ class AsyncServer(Server):
         return self.answer(scope, n)
 
 
+def tell_on_join(locks: Any, arrived: threading.Condition) -> None:
+    """Notify ``arrived`` whenever a caller joins a key's lock entry (to wait for a state
+    without polling the clock)."""
+    join = locks._join
+
+    def join_and_tell(full_key: Any) -> Any:
+        entry = join(full_key)
+        with arrived:
+            arrived.notify_all()
+        return entry
+
+    locks._join = join_and_tell
+
+
 @single_flight
 def test_threads_share_one_request_per_key(
     mechanism: bool, monkeypatch: pytest.MonkeyPatch
@@ -104,15 +118,7 @@ def test_threads_share_one_request_per_key(
     manager = AccessTokenManager(issuer)
     scopes = [f"s{i % 4}" for i in range(64)]
     locks = issuer.locks
-    join = locks._join
-
-    def join_and_tell(full_key: Any) -> Any:
-        entry = join(full_key)
-        with server.arrived:
-            server.arrived.notify_all()
-        return entry
-
-    locks._join = join_and_tell  # type: ignore[method-assign]
+    tell_on_join(locks, server.arrived)
 
     def settled() -> bool:
         """Every thread is in the token endpoint or waiting for its key's lock (each key's
@@ -251,15 +257,7 @@ def test_one_manager_serves_two_event_loops(
     )
     manager = AsyncAccessTokenManager(issuer)
     locks = issuer.locks
-    join = locks._join
-
-    def join_and_tell(full_key: Any) -> Any:
-        entry = join(full_key)
-        with server.arrived:
-            server.arrived.notify_all()
-        return entry
-
-    locks._join = join_and_tell  # type: ignore[method-assign]
+    tell_on_join(locks, server.arrived)
     values: list[str] = []
     errors: list[BaseException] = []
 

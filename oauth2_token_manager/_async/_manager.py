@@ -392,7 +392,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         if found is None or due:
             request = TokenRequest(group, key, subject, want, match, resource)
             return await self._obtain(request, found)
-        return found  # type: ignore[return-value]  # the access group holds access tokens
+        return found  # type: ignore[return-value]  # an access group; no cast() call when hot
 
     def auth(
         self,

@@ -36,7 +36,6 @@ from ._exceptions import InvalidArgumentError
 __all__ = [
     "ScopeMatch",
     "canonical",
-    "is_superset",
     "normalize",
     "parse_scope",
     "scope_set",
@@ -115,8 +114,3 @@ def parse_scope(value: object) -> frozenset[str]:
     ):
         return scope_set(value)
     raise TypeError(f"scope must be a string, not {type(value).__name__}")
-
-
-def is_superset(have: frozenset[str], want: frozenset[str]) -> bool:
-    """Whether a token holding ``have`` may serve a request for ``want``."""
-    return have >= want

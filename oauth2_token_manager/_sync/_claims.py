@@ -40,8 +40,8 @@ class ClaimsManager:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.issuer!r})"
 
-    def _group(self, kind: str, subject: str) -> GroupKey:
-        return GroupKey(kind, self.issuer.url, self.issuer.client.client_id, subject, "")
+    def _userinfo_group(self, subject: str) -> GroupKey:
+        return GroupKey("userinfo", self.issuer.url, self.issuer.client.client_id, subject, "")
 
     def register_id_token(self, id_token: str, *, nonce: str | None = None) -> IDToken:
         """Validate an ID token (signature, iss, aud/azp, exp, iat, nonce) and keep it as its
@@ -100,7 +100,7 @@ class ClaimsManager:
                 "the userinfo sub is not the ID token's (OpenID Connect Core §5.3.2)"
             )
         now = iss.options.clock()
-        old = iss.store.find(self._group("userinfo", subject), None)
+        old = iss.store.find(self._userinfo_group(subject), None)
         record = UserinfoRecord(
             value=body,
             issuer=iss.url,
@@ -123,7 +123,7 @@ class ClaimsManager:
         userinfo, which is asked again when older than ``min_userinfo_refresh_interval``."""
         iss = self.issuer
         id_token = iss.id_tokens.latest(subject)
-        found = iss.store.find(self._group("userinfo", subject), None)
+        found = iss.store.find(self._userinfo_group(subject), None)
         record = cast(UserinfoRecord, found[0]) if found else None
         now = iss.options.clock()
         if record is None or now - record.updated_at >= iss.options.min_userinfo_refresh_interval:
@@ -141,8 +141,9 @@ class ClaimsManager:
     def delete_all(self, subject: str) -> int:
         """Forget the subject's ID tokens and userinfo; return how many records went."""
         removed = 0
-        for kind in ("id", "userinfo"):
-            for record in self.issuer.store.find(self._group(kind, subject), None):
+        groups = (self.issuer.id_tokens.group(subject), self._userinfo_group(subject))
+        for group in groups:
+            for record in self.issuer.store.find(group, None):
                 if self.issuer.store.delete(record.token_hash) is not None:
                     removed += 1
         return removed

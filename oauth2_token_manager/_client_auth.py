@@ -14,14 +14,14 @@ Rules stated once here:
   endpoint URL by default, or the issuer), ``iat = now``, ``exp = now + assertion_lifetime``
   (30 s) and a fresh random ``jti``, signed with authlib (joserfc). A new assertion per request:
   servers reject replays.
-- Credentials are never pickled and never shown by ``repr``.
+- Credentials are never pickled and never shown by ``repr``, nor anything derived from them
+  (an unsalted hash of a weak secret is a dictionary attack away from it): ``<set>``.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import secrets
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
@@ -37,10 +37,6 @@ AuthMethod = Literal[
 _METHODS = frozenset(get_args(AuthMethod))
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _DEFAULT_ALG = {"client_secret_jwt": "HS256", "private_key_jwt": "RS256"}
-
-
-def _fingerprint(secret: object) -> str:
-    return hashlib.sha256(repr(secret).encode()).hexdigest()[:8]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -96,11 +92,11 @@ class ClientConfig:
     def __repr__(self) -> str:
         parts = [f"client_id={self.client_id!r}", f"auth_method={self.auth_method!r}"]
         if self.client_secret:
-            parts.append(f"client_secret=<hidden {_fingerprint(self.client_secret)}>")
+            parts.append("client_secret=<set>")
         if self.private_key:
-            parts.append(f"private_key=<hidden {_fingerprint(self.private_key)}>")
+            parts.append("private_key=<set>")
         if self.decryption_keys:
-            parts.append(f"decryption_keys=<hidden {_fingerprint(self.decryption_keys)}>")
+            parts.append("decryption_keys=<set>")
         if self.alg:
             parts.append(f"alg={self.alg!r}")
         return f"ClientConfig({', '.join(parts)})"

@@ -78,3 +78,20 @@ def test_nothing_secret_in_any_repr(tmp_path: Path) -> None:
             for secret in secrets:
                 assert secret not in text, f"{type(obj).__name__} shows a secret"
     issuer.close()
+
+
+def test_client_config_repr_shows_nothing_derived_from_a_secret() -> None:
+    """ClientConfig's repr says a secret, key or key set is set, with no hash or other
+    derivative of it (an unsalted hash prefix let a weak secret be guessed from one log)."""
+    weak = ClientConfig("cid", "hunter2", auth_method="client_secret_basic")
+    other = ClientConfig("cid", "correct horse", auth_method="client_secret_basic")
+    keyed = ClientConfig(
+        "cid",
+        auth_method="private_key_jwt",
+        private_key=PRIVATE_JWK,
+        decryption_keys={"keys": [PRIVATE_JWK]},
+    )
+    assert repr(weak) == repr(other)  # nothing in the text depends on the secret
+    assert "client_secret=<set>" in repr(weak)
+    assert "private_key=<set>" in repr(keyed)
+    assert "decryption_keys=<set>" in repr(keyed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +46,11 @@ class IssuerOptions:
     - ``discovery``: fetch RFC 8414 / OpenID metadata; ``metadata`` overrides any field.
     - ``allow_insecure_loopback``: accept ``http://`` for 127.0.0.1/localhost (tests, demos).
     - ``max_response_bytes``: responses larger than this are rejected without reading on.
+    - ``timeout``: the longest one HTTP attempt may take (the timeout of the httpx client
+      the issuer creates; each attempt also ends at the operation's deadline).
+    - ``deadline``: the longest a public operation may keep its caller waiting, in all: every
+      attempt, retry pause and lock wait until the server's answer arrives (``timeout=`` of
+      a call overrides it); then ``DeadlineExceededError``. See ``_deadline``.
     - ``refresh_ahead``: the last fraction of a token's lifetime (at least the leeway) in
       which one caller refreshes it while the others keep using it; 0 turns it off.
     - ``retry``: how transient failures (connect errors, timeouts, 429, 502-504) are retried.
@@ -76,7 +82,8 @@ class IssuerOptions:
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
     allow_insecure_loopback: bool = False
     max_response_bytes: int = 1024 * 1024
-    timeout: float = 30.0
+    timeout: float = 10.0
+    deadline: float = 15.0
     refresh_ahead: float = 0.1
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     failure_cache: float = 2.0
@@ -108,3 +115,9 @@ class IssuerOptions:
             raise ConfigurationError("failure_cache must be >= 0")
         if self.lock_lease <= 0:
             raise ConfigurationError("lock_lease must be > 0")
+        for name in ("timeout", "deadline"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigurationError(f"{name} must be a number of seconds")
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigurationError(f"{name} must be finite and > 0")

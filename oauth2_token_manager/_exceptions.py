@@ -13,6 +13,7 @@ contain a token value or a client secret: tokens are named by a short SHA-256 pr
     │   ├── IssuerMismatchError       the document's ``issuer`` differs from the configured one
     │   └── MissingEndpointError      the endpoint an operation needs is not known
     ├── TransportError                the request did not complete (connect, timeout, ...)
+    │   └── DeadlineExceededError     the operation's deadline passed (also a TimeoutError)
     ├── ResponseError                 a response was received but cannot be used
     │   ├── HTTPStatusError           an unexpected status with no OAuth 2.0 error body
     │   ├── InvalidResponseError      malformed body: not JSON, missing or ill-typed field
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "DeadlineExceededError",
     "HTTPStatusError",
     "IDTokenError",
     "InsecureEndpointError",
@@ -106,6 +108,19 @@ class TransportError(OAuth2TokenManagerError):
         super().__init__(f"request to {endpoint} failed: {reason}")
         self.endpoint = endpoint
         self.reason = reason
+
+
+class DeadlineExceededError(TransportError, TimeoutError):
+    """The operation's deadline (``deadline`` option or ``timeout=``) passed before the
+    server answered: during a request, before a retry, or waiting for a lock another caller
+    holds. Also a builtin ``TimeoutError``. ``waited_for`` says what was going on."""
+
+    def __init__(self, waited_for: str, endpoint: str = "") -> None:
+        reason = f"deadline exceeded {waited_for}"
+        OAuth2TokenManagerError.__init__(self, f"{reason} ({endpoint})" if endpoint else reason)
+        self.endpoint = endpoint
+        self.reason = reason
+        self.waited_for = waited_for
 
 
 class ResponseError(OAuth2TokenManagerError):

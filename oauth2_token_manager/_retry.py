@@ -5,7 +5,7 @@ Rules stated once here (pure: the caller supplies the attempt number and a rando
 - Transient: connection errors and timeouts (``TransportError``), and HTTP 429, 502, 503,
   504 (``HTTPStatusError`` or an ``OAuth2Error`` such as ``temporarily_unavailable`` carried on
   those statuses). Everything else is final at once (``invalid_grant``, ``invalid_client``,
-  a malformed body ...).
+  a malformed body ..., and a passed deadline: the caller's time is spent, not the server's).
 - A refresh-token grant is retried only when the request surely did not reach the server: a
   failure to connect, or a 429 (refused before any processing). A timeout or a 5xx after the
   request was sent may hide a rotation that happened, and replaying the old refresh token
@@ -22,7 +22,13 @@ import email.utils
 import math
 from collections.abc import Callable, Mapping
 
-from ._exceptions import HTTPStatusError, OAuth2Error, OAuth2TokenManagerError, TransportError
+from ._exceptions import (
+    DeadlineExceededError,
+    HTTPStatusError,
+    OAuth2Error,
+    OAuth2TokenManagerError,
+    TransportError,
+)
 
 __all__ = ["RetryPolicy", "is_transient", "reached_server", "retry_after", "retry_delay"]
 
@@ -48,6 +54,8 @@ class RetryPolicy:
 
 def is_transient(error: OAuth2TokenManagerError) -> bool:
     """Whether the failure may go away by itself."""
+    if isinstance(error, DeadlineExceededError):
+        return False
     if isinstance(error, TransportError):
         return True
     if isinstance(error, (HTTPStatusError, OAuth2Error)):

@@ -2,7 +2,8 @@
 maps one onto the other; everything built on them is written once, in ``_async/``.
 
 - ``AsyncLock`` (anyio: asyncio and trio; a cancelled waiter never keeps it) / ``Lock``
-  (``threading.Lock``), both with a non-blocking ``try_acquire``.
+  (``threading.Lock``), both with a non-blocking ``try_acquire`` and a bounded
+  ``acquire_within(seconds)``.
 - ``async_sleep`` / ``sync_sleep``: wait without blocking the event loop / the thread;
   ``AsyncSleep`` / ``Sleep`` are their types, and ``async_sleep_from`` / ``sync_sleep_from``
   pick an issuer's sleep: the injected ``sleep`` option (tests inject a fake one) or these.
@@ -67,6 +68,18 @@ class AsyncLock:
             return False
         return True
 
+    async def acquire_within(self, seconds: float | None) -> bool:
+        """Take the lock, waiting at most ``seconds`` (``None``: as long as it takes);
+        whether it was taken (a waiter that gives up never holds it). Like ``async with``, it
+        always passes a checkpoint, so other tasks run even when the lock is free."""
+        if seconds is None:
+            await self._lock.acquire()
+            return True
+        with anyio.move_on_after(seconds):
+            await self._lock.acquire()
+            return True
+        return False
+
     def release(self) -> None:
         """Release the lock."""
         self._lock.release()
@@ -94,6 +107,11 @@ class Lock:
     def try_acquire(self) -> bool:
         """Take the lock if it is free, without waiting."""
         return self._lock.acquire(blocking=False)
+
+    def acquire_within(self, seconds: float | None) -> bool:
+        """Take the lock, waiting at most ``seconds`` (``None``: as long as it takes);
+        whether it was taken."""
+        return self._lock.acquire(timeout=-1 if seconds is None else max(seconds, 0.0))
 
     def release(self) -> None:
         """Release the lock."""

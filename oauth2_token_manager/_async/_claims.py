@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import httpx
 
+from .._deadline import bounded
 from .._exceptions import TokenNotFoundError, UserinfoError
 from .._json import JSONDocumentError, describe, loads_object
 from .._models import GroupKey, IDToken, UserinfoRecord
@@ -42,20 +43,25 @@ class AsyncClaimsManager:
     def _userinfo_group(self, subject: str) -> GroupKey:
         return GroupKey("userinfo", self.issuer.url, self.issuer.client.client_id, subject, "")
 
-    async def register_id_token(self, id_token: str, *, nonce: str | None = None) -> IDToken:
+    @bounded
+    async def register_id_token(
+        self, id_token: str, *, nonce: str | None = None, timeout: float | None = None
+    ) -> IDToken:
         """Validate an ID token (signature, iss, aud/azp, exp, iat, nonce) and keep it as its
         subject's latest; ``IDTokenError`` and nothing stored when it is not valid."""
         claims = await self.issuer.jwt.validate_id_token(id_token, nonce=nonce)
         return await self.issuer.id_tokens.keep(id_token, claims)
 
-    async def get_id_token(self, subject: str) -> IDToken:
+    @bounded
+    async def get_id_token(self, subject: str, *, timeout: float | None = None) -> IDToken:
         """The subject's latest ID token, even expired (for ``id_token_hint`` at logout)."""
         token = await self.issuer.id_tokens.latest(subject)
         if token is None:
             raise TokenNotFoundError(f"no ID token for subject {subject!r}")
         return token
 
-    async def userinfo(self, subject: str) -> dict[str, Any]:
+    @bounded
+    async def userinfo(self, subject: str, *, timeout: float | None = None) -> dict[str, Any]:
         """Ask the userinfo endpoint now (with a valid access token of the subject), validate
         and keep the answer; return its claims."""
         iss = self.issuer
@@ -117,7 +123,8 @@ class AsyncClaimsManager:
                 await iss.store.delete(previous.token_hash)
         return dict(claims)
 
-    async def get_claims(self, subject: str) -> dict[str, Any]:
+    @bounded
+    async def get_claims(self, subject: str, *, timeout: float | None = None) -> dict[str, Any]:
         """The subject's claims: the latest ID token's (less protocol claims) merged with
         userinfo, which is asked again when older than ``min_userinfo_refresh_interval``."""
         iss = self.issuer
@@ -137,7 +144,8 @@ class AsyncClaimsManager:
             fetched_at,
         )
 
-    async def delete_all(self, subject: str) -> int:
+    @bounded
+    async def delete_all(self, subject: str, *, timeout: float | None = None) -> int:
         """Forget the subject's ID tokens and userinfo; return how many records went."""
         removed = 0
         groups = (self.issuer.id_tokens.group(subject), self._userinfo_group(subject))
@@ -147,6 +155,7 @@ class AsyncClaimsManager:
                     removed += 1
         return removed
 
-    async def expunge_expired(self) -> int:
+    @bounded
+    async def expunge_expired(self, *, timeout: float | None = None) -> int:
         """Remove records past their retention (the whole store's expired entries)."""
         return await self.issuer.store.expunge_expired(self.issuer.options.clock())

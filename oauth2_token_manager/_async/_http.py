@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import httpx
 
-from .._exceptions import InvalidResponseError, TransportError
+from .._deadline import time_left
+from .._exceptions import DeadlineExceededError, InvalidResponseError, TransportError
 from .._http_types import MAX_BODY_BYTES, RawResponse, failure_reason, safe_url
 
 __all__ = ["read_bounded"]
@@ -37,6 +38,23 @@ async def _read_body(response: httpx.Response, limit: int, endpoint: str) -> byt
     return b"".join(chunks)
 
 
+def _cut_to_deadline(http: httpx.AsyncClient, request: httpx.Request, endpoint: str) -> bool:
+    """Give ``request`` the client's timeouts cut to the time left before the operation's
+    deadline (``_deadline``); whether the deadline is what limits them."""
+    left = time_left()
+    if left is None:
+        return False
+    if left <= 0:
+        raise DeadlineExceededError("before the request was sent", endpoint)
+    configured = dict(request.extensions.get("timeout") or http.timeout.as_dict())
+    cut = {
+        phase: left if seconds is None else min(seconds, left)
+        for phase, seconds in configured.items()
+    }
+    request.extensions["timeout"] = cut
+    return cut != configured
+
+
 async def read_bounded(
     http: httpx.AsyncClient,
     request: httpx.Request,
@@ -50,6 +68,9 @@ async def read_bounded(
     but keeping the prepared request as it is) and closed before returning. Redirects are
     not followed unless asked: a redirected POST would resend credentials elsewhere.
 
+    Each timeout of the client is cut to the time left before the operation's deadline;
+    ``DeadlineExceededError`` when that deadline is what ended the exchange.
+
     Raises ``TransportError(endpoint, reason)`` when the exchange does not complete (connect
     error, timeout, protocol error, too many redirects), ``InvalidResponseError`` for a body
     over ``limit`` or one that cannot be decoded (bad gzip...). The endpoint, reason and
@@ -57,6 +78,7 @@ async def read_bounded(
     Any status is returned as is: callers decide what a non-2xx means.
     """
     endpoint = safe_url(str(request.url))
+    cut = _cut_to_deadline(http, request, endpoint)
     try:
         response = await http.send(request, stream=True, follow_redirects=follow_redirects)
         try:
@@ -68,6 +90,10 @@ async def read_bounded(
             f"response from {endpoint} cannot be decoded: {failure_reason(exc, str(request.url))}",
             endpoint=endpoint,
         ) from None
+    except httpx.TimeoutException as exc:
+        if cut:
+            raise DeadlineExceededError("waiting for the answer", endpoint) from None
+        raise TransportError(endpoint, failure_reason(exc, str(request.url))) from None
     except httpx.RequestError as exc:  # TransportError (incl. timeouts), TooManyRedirects
         raise TransportError(endpoint, failure_reason(exc, str(request.url))) from None
     return RawResponse(

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from .._config import ANY, AnyType
+from .._deadline import bounded, deadline
 from .._decide import (
     Fail,
     Obtain,
@@ -105,13 +106,15 @@ class _AsyncTokenManager:
             stored = None
         return value, stored
 
-    async def find_by_hash(self, hash_: str) -> Token | None:
+    @bounded
+    async def find_by_hash(self, hash_: str, *, timeout: float | None = None) -> Token | None:
         """The stored token whose SHA-256 hash (hex) is ``hash_``."""
         stored = await self.issuer.store.get(hash_)
         return stored if stored is not None and stored.kind == self.kind else None
 
     # --- register / introspect --------------------------------------------------------------
 
+    @bounded
     async def register(
         self,
         value: str,
@@ -124,6 +127,7 @@ class _AsyncTokenManager:
         resource: str | None = None,
         extra: Mapping[str, Any] | None = None,
         auto_introspect: bool | None = None,
+        timeout: float | None = None,
     ) -> Token:
         """Store a token obtained elsewhere. Missing metadata comes from introspection.
 
@@ -170,7 +174,10 @@ class _AsyncTokenManager:
         logger.debug("registered %s token %s", self.kind, token.short_hash)
         return token
 
-    async def introspect(self, token: Token | str) -> IntrospectionResult:
+    @bounded
+    async def introspect(
+        self, token: Token | str, *, timeout: float | None = None
+    ) -> IntrospectionResult:
         """RFC 7662 introspection; a stored result younger than the interval is reused.
 
         ``active: false`` marks the stored token unusable. A cached result is never used past
@@ -201,7 +208,8 @@ class _AsyncTokenManager:
 
     # --- revoke / delete --------------------------------------------------------------------
 
-    async def revoke(self, token: Token | str) -> None:
+    @bounded
+    async def revoke(self, token: Token | str, *, timeout: float | None = None) -> None:
         """RFC 7009 revocation; the token is first put on the local revocation list.
 
         Revoking a refresh token also locally revokes the access tokens obtained with it
@@ -233,7 +241,8 @@ class _AsyncTokenManager:
                 until = child.expires_at or now + self.issuer.options.revoked_retention
                 await self.issuer.store.revoke(child.token_hash, until)
 
-    async def delete(self, token: Token | str) -> bool:
+    @bounded
+    async def delete(self, token: Token | str, *, timeout: float | None = None) -> bool:
         """Remove a token locally; with ``revoke_on_delete`` revoke it at the server first.
 
         Returns whether a stored token was removed. The token is removed locally even when the
@@ -256,7 +265,8 @@ class _AsyncTokenManager:
             )
         return removed
 
-    async def delete_all(self, subject: str | None = None) -> int:
+    @bounded
+    async def delete_all(self, subject: str | None = None, *, timeout: float | None = None) -> int:
         """Delete every token of ``subject`` (``None``: client credentials); return the count.
 
         With ``revoke_on_delete`` each is revoked first; failures are collected and raised as
@@ -282,6 +292,7 @@ class _AsyncTokenManager:
 
     # --- listing and maintenance ------------------------------------------------------------
 
+    @bounded
     async def list(
         self,
         *,
@@ -290,6 +301,7 @@ class _AsyncTokenManager:
         status: Literal["valid", "expired", "all"] = "all",
         offset: int = 0,
         limit: int | None = None,
+        timeout: float | None = None,
     ) -> Page:
         """Stored tokens of this kind, newest first. ``subject=None``: client credentials;
         ``client_id`` defaults to this client (``ANY`` lists every client's)."""
@@ -307,6 +319,7 @@ class _AsyncTokenManager:
         )
         return await self.issuer.store.list(query)
 
+    @bounded
     async def update(
         self,
         token: Token | str,
@@ -314,6 +327,7 @@ class _AsyncTokenManager:
         scopes: Iterable[str] | None = _UNSET,
         expires_at: float | None = _UNSET,
         extra: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Token:
         """Change a stored token's scopes, expiry or extra metadata (merged); return it."""
         value, stored = await self._resolve(token)
@@ -331,7 +345,8 @@ class _AsyncTokenManager:
         await self.issuer.store.put(updated)
         return updated
 
-    async def invalidate(self, token: Token | str) -> None:
+    @bounded
+    async def invalidate(self, token: Token | str, *, timeout: float | None = None) -> None:
         """Mark a stored token unusable (a resource server refused it); it stays listed."""
         iss = self.issuer
         _, stored = await self._resolve(token)
@@ -339,7 +354,8 @@ class _AsyncTokenManager:
             await iss.store.put(stored.replace(active=False, updated_at=iss.options.clock()))
             logger.debug("%s token %s marked unusable", self.kind, stored.short_hash)
 
-    async def expunge_expired(self) -> int:
+    @bounded
+    async def expunge_expired(self, *, timeout: float | None = None) -> int:
         """Remove expired tokens from the store; return how many."""
         return await self.issuer.store.expunge_expired(self.issuer.options.clock())
 
@@ -359,12 +375,15 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         *,
         resource: str | None = None,
         match: ScopeMatch | None = None,
+        timeout: float | None = None,
     ) -> AccessToken:
         """A usable access token for ``subject`` (``None``: client credentials) and scopes.
 
         From the store when one is usable; else refreshed with the subject's refresh token,
         or obtained with the client-credentials grant; else ``TokenNotFoundError``. Errors of
-        the server are raised as they are, never replaced by "not found".
+        the server are raised as they are, never replaced by "not found". Waiting (requests,
+        retries, locks) ends after ``timeout`` seconds (default: the ``deadline`` option)
+        with ``DeadlineExceededError``; a token found in the store is returned at once.
         """
         iss = self.issuer
         options = iss.options
@@ -391,7 +410,8 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         )
         if found is None or due:
             request = TokenRequest(group, key, subject, want, match, resource)
-            return await self._obtain(request, found)
+            with deadline(options, timeout):
+                return await self._obtain(request, found)
         return found  # type: ignore[return-value]  # an access group; no cast() call when hot
 
     def auth(
@@ -566,7 +586,10 @@ class AsyncRefreshTokenManager(_AsyncTokenManager):
     async def __aenter__(self) -> AsyncRefreshTokenManager:
         return self
 
-    async def get(self, subject: str, scopes: Iterable[str] | None = None) -> RefreshToken:
+    @bounded
+    async def get(
+        self, subject: str, scopes: Iterable[str] | None = None, *, timeout: float | None = None
+    ) -> RefreshToken:
         """A stored usable refresh token of ``subject`` that covers ``scopes`` (no I/O)."""
         iss = self.issuer
         want = normalize(scopes)[0] if scopes is not None else None

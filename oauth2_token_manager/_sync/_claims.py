@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import httpx
 
+from .._deadline import bounded
 from .._exceptions import TokenNotFoundError, UserinfoError
 from .._json import JSONDocumentError, describe, loads_object
 from .._models import GroupKey, IDToken, UserinfoRecord
@@ -43,20 +44,25 @@ class ClaimsManager:
     def _userinfo_group(self, subject: str) -> GroupKey:
         return GroupKey("userinfo", self.issuer.url, self.issuer.client.client_id, subject, "")
 
-    def register_id_token(self, id_token: str, *, nonce: str | None = None) -> IDToken:
+    @bounded
+    def register_id_token(
+        self, id_token: str, *, nonce: str | None = None, timeout: float | None = None
+    ) -> IDToken:
         """Validate an ID token (signature, iss, aud/azp, exp, iat, nonce) and keep it as its
         subject's latest; ``IDTokenError`` and nothing stored when it is not valid."""
         claims = self.issuer.jwt.validate_id_token(id_token, nonce=nonce)
         return self.issuer.id_tokens.keep(id_token, claims)
 
-    def get_id_token(self, subject: str) -> IDToken:
+    @bounded
+    def get_id_token(self, subject: str, *, timeout: float | None = None) -> IDToken:
         """The subject's latest ID token, even expired (for ``id_token_hint`` at logout)."""
         token = self.issuer.id_tokens.latest(subject)
         if token is None:
             raise TokenNotFoundError(f"no ID token for subject {subject!r}")
         return token
 
-    def userinfo(self, subject: str) -> dict[str, Any]:
+    @bounded
+    def userinfo(self, subject: str, *, timeout: float | None = None) -> dict[str, Any]:
         """Ask the userinfo endpoint now (with a valid access token of the subject), validate
         and keep the answer; return its claims."""
         iss = self.issuer
@@ -118,7 +124,8 @@ class ClaimsManager:
                 iss.store.delete(previous.token_hash)
         return dict(claims)
 
-    def get_claims(self, subject: str) -> dict[str, Any]:
+    @bounded
+    def get_claims(self, subject: str, *, timeout: float | None = None) -> dict[str, Any]:
         """The subject's claims: the latest ID token's (less protocol claims) merged with
         userinfo, which is asked again when older than ``min_userinfo_refresh_interval``."""
         iss = self.issuer
@@ -138,7 +145,8 @@ class ClaimsManager:
             fetched_at,
         )
 
-    def delete_all(self, subject: str) -> int:
+    @bounded
+    def delete_all(self, subject: str, *, timeout: float | None = None) -> int:
         """Forget the subject's ID tokens and userinfo; return how many records went."""
         removed = 0
         groups = (self.issuer.id_tokens.group(subject), self._userinfo_group(subject))
@@ -148,6 +156,7 @@ class ClaimsManager:
                     removed += 1
         return removed
 
-    def expunge_expired(self) -> int:
+    @bounded
+    def expunge_expired(self, *, timeout: float | None = None) -> int:
         """Remove records past their retention (the whole store's expired entries)."""
         return self.issuer.store.expunge_expired(self.issuer.options.clock())

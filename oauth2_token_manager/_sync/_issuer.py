@@ -19,8 +19,14 @@ import httpx
 
 from .._client_auth import ClientConfig
 from .._config import IssuerOptions
+from .._deadline import time_left
 from .._events import EventKind, TokenEvent, emit
-from .._exceptions import OAuth2TokenManagerError, ResponseError, TransportError
+from .._exceptions import (
+    DeadlineExceededError,
+    OAuth2TokenManagerError,
+    ResponseError,
+    TransportError,
+)
 from .._grants import LockKey
 from .._metadata import ServerMetadata
 from .._protocol import (
@@ -161,7 +167,9 @@ class Issuer:
         self, form: dict[str, str], requested: frozenset[str] | None, *, replay_safe: bool
     ) -> TokenResponse:
         """``token_request`` with transient failures retried (see ``_retry``); a grant that
-        must not be replayed (refresh) is retried only if the server surely did not see it."""
+        must not be replayed (refresh) is retried only if the server surely did not see it.
+        A pause that would end past the operation's deadline is not taken:
+        ``DeadlineExceededError`` (from the last failure) instead."""
         options = self.options
         retry = 0
         while True:
@@ -178,6 +186,11 @@ class Issuer:
                 delay = retry_delay(options.retry, retry, server_delay, options.random)
                 if delay is None:
                     raise
+                left = time_left()
+                if left is not None and delay >= left:
+                    raise DeadlineExceededError(
+                        f"before retry {retry} (last failure: {exc})", exc.endpoint
+                    ) from exc
                 logger.info("token request failed (%s); retry %d in %.2f s", exc, retry, delay)
                 self._sleep(delay)
 

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from .._exceptions import StoreError
+from .._deadline import time_left
+from .._exceptions import DeadlineExceededError, StoreError
 from .._synchronization import (
     Background,
     Lock,
@@ -98,10 +99,13 @@ class _Held(Generic[K]):
             return
         entry = self._owner._join(self._key)
         try:
-            entry.lock.__enter__()
+            taken = entry.lock.acquire_within(time_left())
         except BaseException:
             self._owner._leave(self._key, entry)
             raise
+        if not taken:
+            self._owner._leave(self._key, entry)
+            raise DeadlineExceededError("waiting for another caller's token request")
         self._entry = entry
 
     def __exit__(
@@ -120,8 +124,9 @@ class StoreLock:
 
     Stores without ``try_lock`` need none (their tokens live in one process): then this does
     nothing. ``acquire(wait=True)`` polls until the lock is free or its holder's lease ran
-    out (a crashed holder blocks others for one lease at most), up to ``timeout`` seconds;
-    ``acquire(wait=False)`` tries once. While held, the lease is renewed every third of it.
+    out (a crashed holder blocks others for one lease at most), up to ``timeout`` seconds or
+    the operation's deadline (``_deadline``), whichever comes first; ``acquire(wait=False)``
+    tries once. While held, the lease is renewed every third of it.
 
     The polls wait with ``sleep`` (jittered by ``jitter``, a number in [0, 1)) and the
     deadline is read from ``monotonic``: tests inject fake ones. The renewal runs on real
@@ -155,11 +160,17 @@ class StoreLock:
         """Take the lock; ``False`` only when ``wait`` is off and it is busy."""
         if not hasattr(self._store, "try_lock"):
             return True
-        deadline = self._monotonic() + self._timeout
+        left = time_left()
+        limit = self._timeout if left is None else min(left, self._timeout)
+        deadline = self._monotonic() + limit
         while not self._store.try_lock(self._name, self._owner, self._lease):
             if not wait:
                 return False
             if self._monotonic() > deadline:
+                if limit < self._timeout:
+                    raise DeadlineExceededError(
+                        f"waiting for the store lock {self._name[:12]} (held by another process)"
+                    )
                 raise StoreError(
                     f"the store lock {self._name[:12]} stayed busy for {self._timeout:g} s"
                 )

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from .._config import ANY, AnyType
+from .._deadline import bounded, deadline
 from .._decide import (
     Fail,
     Obtain,
@@ -106,13 +107,15 @@ class _TokenManager:
             stored = None
         return value, stored
 
-    def find_by_hash(self, hash_: str) -> Token | None:
+    @bounded
+    def find_by_hash(self, hash_: str, *, timeout: float | None = None) -> Token | None:
         """The stored token whose SHA-256 hash (hex) is ``hash_``."""
         stored = self.issuer.store.get(hash_)
         return stored if stored is not None and stored.kind == self.kind else None
 
     # --- register / introspect --------------------------------------------------------------
 
+    @bounded
     def register(
         self,
         value: str,
@@ -125,6 +128,7 @@ class _TokenManager:
         resource: str | None = None,
         extra: Mapping[str, Any] | None = None,
         auto_introspect: bool | None = None,
+        timeout: float | None = None,
     ) -> Token:
         """Store a token obtained elsewhere. Missing metadata comes from introspection.
 
@@ -171,7 +175,10 @@ class _TokenManager:
         logger.debug("registered %s token %s", self.kind, token.short_hash)
         return token
 
-    def introspect(self, token: Token | str) -> IntrospectionResult:
+    @bounded
+    def introspect(
+        self, token: Token | str, *, timeout: float | None = None
+    ) -> IntrospectionResult:
         """RFC 7662 introspection; a stored result younger than the interval is reused.
 
         ``active: false`` marks the stored token unusable. A cached result is never used past
@@ -202,7 +209,8 @@ class _TokenManager:
 
     # --- revoke / delete --------------------------------------------------------------------
 
-    def revoke(self, token: Token | str) -> None:
+    @bounded
+    def revoke(self, token: Token | str, *, timeout: float | None = None) -> None:
         """RFC 7009 revocation; the token is first put on the local revocation list.
 
         Revoking a refresh token also locally revokes the access tokens obtained with it
@@ -234,7 +242,8 @@ class _TokenManager:
                 until = child.expires_at or now + self.issuer.options.revoked_retention
                 self.issuer.store.revoke(child.token_hash, until)
 
-    def delete(self, token: Token | str) -> bool:
+    @bounded
+    def delete(self, token: Token | str, *, timeout: float | None = None) -> bool:
         """Remove a token locally; with ``revoke_on_delete`` revoke it at the server first.
 
         Returns whether a stored token was removed. The token is removed locally even when the
@@ -257,7 +266,8 @@ class _TokenManager:
             )
         return removed
 
-    def delete_all(self, subject: str | None = None) -> int:
+    @bounded
+    def delete_all(self, subject: str | None = None, *, timeout: float | None = None) -> int:
         """Delete every token of ``subject`` (``None``: client credentials); return the count.
 
         With ``revoke_on_delete`` each is revoked first; failures are collected and raised as
@@ -283,6 +293,7 @@ class _TokenManager:
 
     # --- listing and maintenance ------------------------------------------------------------
 
+    @bounded
     def list(
         self,
         *,
@@ -291,6 +302,7 @@ class _TokenManager:
         status: Literal["valid", "expired", "all"] = "all",
         offset: int = 0,
         limit: int | None = None,
+        timeout: float | None = None,
     ) -> Page:
         """Stored tokens of this kind, newest first. ``subject=None``: client credentials;
         ``client_id`` defaults to this client (``ANY`` lists every client's)."""
@@ -308,6 +320,7 @@ class _TokenManager:
         )
         return self.issuer.store.list(query)
 
+    @bounded
     def update(
         self,
         token: Token | str,
@@ -315,6 +328,7 @@ class _TokenManager:
         scopes: Iterable[str] | None = _UNSET,
         expires_at: float | None = _UNSET,
         extra: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Token:
         """Change a stored token's scopes, expiry or extra metadata (merged); return it."""
         value, stored = self._resolve(token)
@@ -332,7 +346,8 @@ class _TokenManager:
         self.issuer.store.put(updated)
         return updated
 
-    def invalidate(self, token: Token | str) -> None:
+    @bounded
+    def invalidate(self, token: Token | str, *, timeout: float | None = None) -> None:
         """Mark a stored token unusable (a resource server refused it); it stays listed."""
         iss = self.issuer
         _, stored = self._resolve(token)
@@ -340,7 +355,8 @@ class _TokenManager:
             iss.store.put(stored.replace(active=False, updated_at=iss.options.clock()))
             logger.debug("%s token %s marked unusable", self.kind, stored.short_hash)
 
-    def expunge_expired(self) -> int:
+    @bounded
+    def expunge_expired(self, *, timeout: float | None = None) -> int:
         """Remove expired tokens from the store; return how many."""
         return self.issuer.store.expunge_expired(self.issuer.options.clock())
 
@@ -360,12 +376,15 @@ class AccessTokenManager(_TokenManager):
         *,
         resource: str | None = None,
         match: ScopeMatch | None = None,
+        timeout: float | None = None,
     ) -> AccessToken:
         """A usable access token for ``subject`` (``None``: client credentials) and scopes.
 
         From the store when one is usable; else refreshed with the subject's refresh token,
         or obtained with the client-credentials grant; else ``TokenNotFoundError``. Errors of
-        the server are raised as they are, never replaced by "not found".
+        the server are raised as they are, never replaced by "not found". Waiting (requests,
+        retries, locks) ends after ``timeout`` seconds (default: the ``deadline`` option)
+        with ``DeadlineExceededError``; a token found in the store is returned at once.
         """
         iss = self.issuer
         options = iss.options
@@ -392,7 +411,8 @@ class AccessTokenManager(_TokenManager):
         )
         if found is None or due:
             request = TokenRequest(group, key, subject, want, match, resource)
-            return self._obtain(request, found)
+            with deadline(options, timeout):
+                return self._obtain(request, found)
         return found  # type: ignore[return-value]  # an access group; no cast() call when hot
 
     def auth(
@@ -567,7 +587,10 @@ class RefreshTokenManager(_TokenManager):
     def __enter__(self) -> RefreshTokenManager:
         return self
 
-    def get(self, subject: str, scopes: Iterable[str] | None = None) -> RefreshToken:
+    @bounded
+    def get(
+        self, subject: str, scopes: Iterable[str] | None = None, *, timeout: float | None = None
+    ) -> RefreshToken:
         """A stored usable refresh token of ``subject`` that covers ``scopes`` (no I/O)."""
         iss = self.issuer
         want = normalize(scopes)[0] if scopes is not None else None

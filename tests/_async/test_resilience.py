@@ -142,6 +142,7 @@ async def test_backoff_and_retry_after_wait_on_the_injected_sleep(clock: FakeClo
         clock,
         retry=RetryPolicy(attempts=5, base_delay=1, max_delay=3),
         random=lambda: 1.0,
+        deadline=60,  # the 16 s of waits fit
     )
     assert (await AsyncAccessTokenManager(issuer).get()).value == "at-5"
     assert clock.sleeps == [1, 7, 5, 3]  # 1 * 2**0; Retry-After 7; the date; min(3, 1 * 2**3)
@@ -302,14 +303,15 @@ async def test_a_dead_holders_lock_delays_by_its_lease_in_fake_time(
 
 
 async def test_a_store_lock_that_stays_busy_is_a_store_error(clock: FakeClock) -> None:
-    """A lock that is never freed makes the caller give up after the lock timeout (the lease
-    plus every attempt's timeout and backoff: 10 + 3 * (30 + 0) s), in fake time, with a
-    StoreError and no request."""
+    """Under a deadline longer than it, a lock that is never freed makes the caller give up
+    after the lock timeout (the lease plus every attempt's timeout and backoff: 10 + 3 * (10
+    + 0) s), in fake time, with a StoreError and no request."""
     store = LockingMemoryStore(clock, clock.monotonic)
     store.dead_holder(lease=1e9)
     server = Server("ok")
     start = clock.monotonic()
-    with pytest.raises(StoreError, match="stayed busy for 100 s"):
-        await AsyncAccessTokenManager(make(server, clock, store=store)).get(scopes=["a"])
-    assert 100 < clock.monotonic() - start < 100.1
+    issuer = make(server, clock, store=store, deadline=1000)
+    with pytest.raises(StoreError, match="stayed busy for 40 s"):
+        await AsyncAccessTokenManager(issuer).get(scopes=["a"])
+    assert 40 < clock.monotonic() - start < 40.1
     assert server.forms == []

@@ -33,6 +33,9 @@ contain a token value or a client secret: tokens are named by a short SHA-256 pr
 
 from __future__ import annotations
 
+import datetime
+from typing import TypeVar
+
 __all__ = [
     "ConfigurationError",
     "DeadlineExceededError",
@@ -59,8 +62,11 @@ __all__ = [
     "UnsupportedAuthMethodError",
     "UnsupportedGrantType",
     "UserinfoError",
+    "cached_outcome",
     "oauth2_error_for",
 ]
+
+E = TypeVar("E", bound="OAuth2TokenManagerError")
 
 
 class OAuth2TokenManagerError(Exception):
@@ -240,3 +246,19 @@ class RevocationError(OAuth2TokenManagerError):
 
 class StoreError(OAuth2TokenManagerError):
     """The local token store failed or holds data it cannot read."""
+
+
+def cached_outcome(error: E, failed_at: float) -> E:
+    """A fresh error of ``error``'s type and fields (``error``, ``error_description``,
+    ``status_code``, ``endpoint`` ...) saying it is the cached outcome of the token request
+    that failed at ``failed_at`` (epoch seconds): the failure cache never re-raises one object
+    (whose traceback and message belong to a request this caller did not send)."""
+    fresh = type(error).__new__(type(error))
+    fresh.__dict__.update(error.__dict__)
+    when = datetime.datetime.fromtimestamp(failed_at, datetime.timezone.utc)
+    fresh.args = (
+        f"cached outcome of the token request that failed at "
+        f"{when.strftime('%Y-%m-%d %H:%M:%S')} UTC (no request was sent): {error}",
+    )
+    fresh.__cause__ = error
+    return fresh

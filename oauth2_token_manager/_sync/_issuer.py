@@ -26,6 +26,7 @@ from .._exceptions import (
     OAuth2TokenManagerError,
     ResponseError,
     TransportError,
+    cached_outcome,
 )
 from .._grants import LockKey
 from .._metadata import ServerMetadata
@@ -207,12 +208,15 @@ class Issuer:
     # --- failure cache ----------------------------------------------------------------------
 
     def recent_failure(self, key: object) -> OAuth2TokenManagerError | None:
-        """The failure of ``key``'s last token request if within ``failure_cache`` seconds."""
+        """The failure of ``key``'s last token request if within ``failure_cache`` seconds:
+        a fresh error each time, with the server's fields, saying it is that cached outcome
+        (``_exceptions.cached_outcome``)."""
         entry = self._failures.get(key)
         if entry is None:
             return None
-        if self.options.clock() < entry[1]:
-            return entry[0].with_traceback(None)
+        error, failed_at = entry
+        if self.options.clock() < failed_at + self.options.failure_cache:
+            return cached_outcome(error, failed_at)
         self._failures.pop(key, None)
         return None
 
@@ -222,7 +226,7 @@ class Issuer:
         if self.options.failure_cache > 0:
             if len(self._failures) >= _FAILURES_MAX:
                 self._failures.clear()
-            self._failures[key] = (error, self.options.clock() + self.options.failure_cache)
+            self._failures[key] = (error, self.options.clock())
 
     # --- single-flight ----------------------------------------------------------------------
 

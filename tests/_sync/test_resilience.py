@@ -29,6 +29,7 @@ from oauth2_token_manager import (
     InvalidGrant,
     Issuer,
     MemoryStore,
+    OAuth2Error,
     RefreshTokenManager,
     StoreError,
     TransportError,
@@ -209,6 +210,37 @@ def test_failure_cache_serves_the_same_error_without_a_request(
     clock.advance(2.5)
     assert (access.get()).value == "at-2"
     assert len(server.forms) == 2
+
+
+def test_the_failure_cache_raises_a_fresh_error_naming_the_cached_outcome(
+    clock: FakeClock,
+) -> None:
+    """Each caller served from the failure cache gets its own new error (never the object
+    raised to the caller whose request failed), of the same type with the server's error,
+    error_description and status, saying it is the cached outcome of the request that failed
+    at that UTC time; no request is sent."""
+    body = {"error": "temporarily_unavailable", "error_description": "down for a moment"}
+    server = Server(httpx.Response(503, json=body))
+    access = AccessTokenManager(make(server, clock, retry=RetryPolicy(attempts=1)))
+    raised: list[OAuth2Error] = []
+    for _ in range(3):
+        with pytest.raises(OAuth2Error) as caught:
+            access.get()
+        raised.append(caught.value)
+    first, second, third = raised
+    assert len(server.forms) == 1
+    assert second is not first and third is not second
+    for cached in (second, third):
+        assert type(cached) is type(first)
+        assert (cached.error, cached.error_description, cached.status_code) == (
+            "temporarily_unavailable",
+            "down for a moment",
+            503,
+        )
+        assert str(cached).startswith(
+            "cached outcome of the token request that failed at 2023-11-14 22:13:20 UTC"
+        )
+    assert "cached outcome" not in str(first)
 
 
 def test_events_tell_what_happened(clock: FakeClock) -> None:

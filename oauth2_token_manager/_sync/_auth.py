@@ -11,9 +11,15 @@ goes through the manager: caching, refresh and single-flight apply to every requ
   store, a new one is obtained and the request is sent once more; a second 401 is returned.
   With ``retry_insufficient_scope``, a 403 ``insufficient_scope`` with ``scope=`` retries once
   with a token for that scope. The request body is read first so that it can be replayed.
-- ``allowed_origins``: the token is only sent to these origins (``scheme://host[:port]``); a
-  request elsewhere goes out without it. httpx drops ``Authorization`` on redirects to another
-  origin, so a redirect never carries the token away either.
+- Only a 401 (or 403) answering a request that carried the token counts: one that comes from
+  a redirect target the token was not sent to is returned as it is (the token stays valid).
+- ``allowed_origins``: the token is only sent to these origins (``scheme://host[:port]``, a
+  list; a single string, an origin without a scheme or with a path is ``InvalidArgumentError``);
+  a request elsewhere goes out without it. httpx drops ``Authorization`` on redirects to
+  another origin, so a redirect never carries the token away either.
+- A token is never sent over plain ``http`` (RFC 6750 §5.3), except to a loopback host when
+  the issuer has ``allow_insecure_loopback``, as for the authorization server's endpoints:
+  such a request raises ``InsecureEndpointError`` before anything is sent.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ import httpx
 
 from .._config import IssuerOptions
 from .._decide import marks
+from .._exceptions import InvalidArgumentError
 from .._flows import AuthFlow
+from .._metadata import check_url
 from .._models import AccessToken, Token
 from .._scopes import normalize
 from .._www_authenticate import RetryNewToken, retry_action
 
-__all__ = ["AccessTokenSource", "TokenAuth", "origin_of"]
+__all__ = ["AccessTokenSource", "TokenAuth", "allowed_origin_set", "origin_of"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -40,6 +48,38 @@ def origin_of(url: httpx.URL | str) -> str:
     url = httpx.URL(url) if isinstance(url, str) else url
     port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
     return f"{url.scheme}://{url.host}:{port}"
+
+
+def allowed_origin_set(origins: Iterable[str]) -> frozenset[str]:
+    """The origins of ``allowed_origins``, each ``scheme://host:port``; ``InvalidArgumentError``
+    for a single string, an empty list, or an entry that is not an http(s) origin (no scheme,
+    a path, a query, user info): any of these would silently never send the token."""
+    if isinstance(origins, (str, bytes)):
+        raise InvalidArgumentError(
+            "allowed_origins is a list of origins such as ['https://api.example'], not a string"
+        )
+    found: set[str] = set()
+    for origin in origins:
+        try:
+            url = httpx.URL(origin) if isinstance(origin, str) else None
+        except httpx.InvalidURL:
+            url = None
+        if (
+            url is None
+            or url.scheme not in _DEFAULT_PORTS
+            or not url.host
+            or url.raw_path not in (b"", b"/")
+            or url.query
+            or url.fragment
+            or url.userinfo
+        ):
+            raise InvalidArgumentError(
+                f"allowed origin {origin!r} is not an origin such as 'https://api.example:8443'"
+            )
+        found.add(origin_of(url))
+    if not found:
+        raise InvalidArgumentError("allowed_origins is empty: the token would never be sent")
+    return frozenset(found)
 
 
 class _IssuerView(Protocol):
@@ -88,7 +128,7 @@ class TokenAuth(httpx.Auth):
         self.subject = subject
         self.resource = resource
         self.allowed_origins = (
-            None if allowed_origins is None else frozenset(origin_of(o) for o in allowed_origins)
+            None if allowed_origins is None else allowed_origin_set(allowed_origins)
         )
         self.retry_insufficient_scope = retry_insufficient_scope
         # (token, usable until, store version): reused while a process-local store is unchanged.
@@ -111,12 +151,20 @@ class TokenAuth(httpx.Auth):
             yield request
             return
         manager = self.manager
+        if request.url.scheme != "https":  # plain http only to an allowed loopback host
+            check_url(
+                str(request.url),
+                allow_insecure_loopback=manager.issuer.options.allow_insecure_loopback,
+            )
         token = self._token()
-        request.headers["Authorization"] = "Bearer " + token.value
+        header = "Bearer " + token.value
+        request.headers["Authorization"] = header
         response = yield request
         status = response.status_code
         if status != 401 and status != 403:
             return
+        if response.history and response.request.headers.get("Authorization") != header:
+            return  # a redirect target's answer: the token was never sent there
         action = retry_action(
             status,
             response.headers.get_list("www-authenticate"),

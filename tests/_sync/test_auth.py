@@ -18,6 +18,8 @@ from conftest import FakeClock
 from oauth2_token_manager import (
     AccessTokenManager,
     ClientConfig,
+    InsecureEndpointError,
+    InvalidArgumentError,
     Issuer,
     MemoryStore,
     TokenQuery,
@@ -255,3 +257,78 @@ def test_reused_token_still_refreshes_ahead(server: AuthServer) -> None:
     flow = auth.sync_auth_flow(httpx.Request("GET", "https://api.example"))
     assert (flow.__next__()).headers["Authorization"] == "Bearer token-2"
     assert server.issued == 2
+
+
+@pytest.mark.parametrize("url", ["http://api.example/x", "http://127.0.0.1:8080/x"])
+def test_plain_http_is_refused_before_anything_is_sent(
+    manager: AccessTokenManager, server: AuthServer, url: str
+) -> None:
+    """A request over plain http (to a remote host, or to loopback without the issuer's
+    allow_insecure_loopback) raises InsecureEndpointError: no token is fetched or sent."""
+    sent: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    client = httpx.Client(transport=httpx.MockTransport(api), auth=manager.auth())
+    with pytest.raises(InsecureEndpointError, match="http"):
+        client.get(url)
+    client.close()
+    assert sent == [] and server.issued == 0
+
+
+def test_plain_http_to_loopback_follows_the_issuer_allowance(server: AuthServer) -> None:
+    """With allow_insecure_loopback (as for the authorization server's endpoints) the token
+    goes to a loopback host over http, and still never to a remote one."""
+    http = httpx.Client(transport=httpx.MockTransport(server))
+    issuer = Issuer(
+        ISSUER, ClientConfig("c", "s"), http=http, allow_insecure_loopback=True, **OPTIONS
+    )
+    auth = AccessTokenManager(issuer).auth()
+    flow = auth.sync_auth_flow(httpx.Request("GET", "http://localhost:8080/x"))
+    assert (flow.__next__()).headers["Authorization"] == "Bearer token-1"
+    flow = auth.sync_auth_flow(httpx.Request("GET", "http://api.example/x"))
+    with pytest.raises(InsecureEndpointError):
+        flow.__next__()
+
+
+@pytest.mark.parametrize(
+    "origins",
+    [
+        "https://api.example",  # a str: iterated, it would be single characters
+        ["api.example"],  # no scheme
+        ["https://api.example/v1"],  # a path: an origin has none
+        ["https://api.example?x=1"],
+        ["ftp://api.example"],
+        [],
+    ],
+)
+def test_allowed_origins_that_would_never_match_are_refused(
+    manager: AccessTokenManager, origins: Any
+) -> None:
+    """allowed_origins must be a non-empty list of scheme://host[:port]; anything else, which
+    would silently never send the token, is InvalidArgumentError."""
+    with pytest.raises(InvalidArgumentError, match="allowed"):
+        manager.auth(allowed_origins=origins)
+
+
+def test_a_401_from_a_redirect_target_without_the_token_keeps_it(
+    manager: AccessTokenManager, server: AuthServer
+) -> None:
+    """A redirect to another origin (no token sent there) answered with 401 invalid_token is
+    returned as it is: the token is not invalidated and no new token is requested."""
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "api.example":
+            return httpx.Response(302, headers={"Location": "https://other.example/"})
+        return challenge(401, 'Bearer error="invalid_token"')
+
+    with httpx.Client(
+        transport=httpx.MockTransport(api), auth=manager.auth(), follow_redirects=True
+    ) as client:
+        response = client.get("https://api.example/")
+    assert response.status_code == 401
+    assert server.issued == 1
+    page = manager.issuer.store.list(TokenQuery())
+    assert [(t.value, t.active) for t in page.items] == [("token-1", True)]

@@ -98,6 +98,25 @@ def test_token_not_sent_to_other_origins(
     assert api.requests[-1] == ("GET", "/read", False)
 
 
+def test_a_401_after_a_redirect_elsewhere_keeps_the_token(
+    access: AccessTokenManager, auth_server: AuthServer, api: ResourceServer
+) -> None:
+    """The real API redirects to another origin (localhost instead of 127.0.0.1), which gets
+    no token and answers 401: that answer is returned, and no new token is requested."""
+    other = api.url.replace("127.0.0.1", "localhost")
+    with httpx.Client(auth=access.auth(scopes=["api:read"])) as http:
+        assert (http.get(f"{api.url}/read")).status_code == 200
+        before = auth_server.token_counts()["client_credentials"]
+        response = http.get(
+            f"{api.url}/redirect-other", params={"to": f"{other}/read"}, follow_redirects=True
+        )
+        assert response.status_code == 401
+        assert api.requests[-1] == ("GET", "/read", False)
+        assert auth_server.token_counts()["client_credentials"] == before
+        assert (http.get(f"{api.url}/read")).status_code == 200
+    assert auth_server.token_counts()["client_credentials"] == before
+
+
 def test_subject_token_refreshed_for_requests(
     access: AccessTokenManager, auth_server: AuthServer, api: ResourceServer
 ) -> None:

@@ -259,8 +259,11 @@ class TestDiskStore(StoreContract):
             assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
 
     @posix_only
-    def test_existing_loose_permissions_are_tightened(self, clock: FakeClock) -> None:
-        """Opening a directory or db file readable by others makes them private."""
+    def test_an_existing_directory_keeps_its_mode_and_the_db_is_made_private(
+        self, clock: FakeClock
+    ) -> None:
+        """An existing directory readable by others keeps its mode (what the user gave is
+        never re-moded); a db file readable by others is made 0600."""
         directory = self.tmp_path / "loose"
         directory.mkdir(mode=0o755)
         (directory / "cache.db").touch(mode=0o644)
@@ -268,8 +271,32 @@ class TestDiskStore(StoreContract):
         os.chmod(directory / "cache.db", 0o644)
         with DiskStore(directory, clock=clock) as store:
             store.put(make_token())
-        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755
         assert stat.S_IMODE((directory / "cache.db").stat().st_mode) == 0o600
+
+    @posix_only
+    @pytest.mark.parametrize("mode", [0o1777, 0o777, 0o775, 0o757], ids=lambda m: f"{m:04o}")
+    def test_a_directory_others_can_write_is_refused_and_left_alone(
+        self, clock: FakeClock, mode: int
+    ) -> None:
+        """A directory other users can write (a /tmp-like 1777 one included) is refused with
+        a StoreError before anything is created in it, and its mode (sticky bit included) is
+        left as it was."""
+        directory = self.tmp_path / f"shared-{mode:o}"
+        directory.mkdir()
+        os.chmod(directory, mode)
+        with pytest.raises(StoreError, match="can be written by other users"):
+            DiskStore(directory, clock=clock)
+        assert stat.S_IMODE(directory.stat().st_mode) == mode
+        assert list(directory.iterdir()) == []
+
+    @posix_only
+    def test_a_new_directory_is_created_private(self, clock: FakeClock) -> None:
+        """A directory that does not exist yet (parents included) is created 0700."""
+        directory = self.tmp_path / "new" / "store"
+        with DiskStore(directory, clock=clock) as store:
+            store.put(make_token())
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
     def test_survives_a_restart(self, clock: FakeClock) -> None:
         """A new ``DiskStore`` on the same directory sees the tokens and revocations."""

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -112,14 +113,26 @@ class _TextDisk(diskcache.Disk):  # type: ignore[misc]
 
 
 def _prepare(directory: Path) -> None:
-    """Create the directory 0700 and ``cache.db`` 0600 before SQLite opens it.
+    """Create the directory 0700 if it does not exist, and ``cache.db`` 0600 before SQLite
+    opens it. The mode of a directory that exists is never changed (``/tmp`` would lose its
+    sticky bit): one that other users can write is refused (they could plant or swap the
+    database files), readable is fine (the files are 0600).
 
     SQLite creates its ``-wal`` and ``-shm`` files with the database file's permissions.
     """
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     posix = os.name == "posix"
-    if posix:
-        os.chmod(directory, 0o700)
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        if not directory.is_dir():
+            raise StoreError(f"{directory} exists and is not a directory") from None
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if posix and mode & 0o022:
+            raise StoreError(
+                f"the directory {directory} can be written by other users (mode {mode:04o}): "
+                "give DiskStore a directory only you can write, e.g. a new subdirectory "
+                "(it is created 0700)"
+            ) from None
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     os.close(os.open(directory / _DB_NAME, flags, 0o600))
     if posix:

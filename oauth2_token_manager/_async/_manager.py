@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from .._config import ANY, AnyType
-from .._deadline import bounded, deadline
+from .._deadline import bounded, deadline, suspended
 from .._decide import (
     Fail,
     Obtain,
@@ -483,7 +483,8 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         except (ResponseError, TransportError) as exc:
             return await self._failed(request, decision, exc, grant)
         try:
-            return await self._keep(request, grant, response, now)
+            with suspended():  # the answer arrived: keeping it is not cut by the deadline
+                return await self._keep(request, grant, response, now)
         except (ResponseError, TransportError) as exc:
             return await self._failed(request, decision, exc, None)
 

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from .._config import ANY, AnyType
-from .._deadline import bounded, deadline
+from .._deadline import bounded, deadline, suspended
 from .._decide import (
     Fail,
     Obtain,
@@ -484,7 +484,8 @@ class AccessTokenManager(_TokenManager):
         except (ResponseError, TransportError) as exc:
             return self._failed(request, decision, exc, grant)
         try:
-            return self._keep(request, grant, response, now)
+            with suspended():  # the answer arrived: keeping it is not cut by the deadline
+                return self._keep(request, grant, response, now)
         except (ResponseError, TransportError) as exc:
             return self._failed(request, decision, exc, None)
 

@@ -151,3 +151,32 @@ def test_a_holder_at_a_silent_server_times_out_typed() -> None:
         finally:
             issuer.close()
     assert isinstance(caught.value, TimeoutError)
+
+
+def test_keeping_an_answer_that_arrived_is_not_cut_by_the_deadline(
+    clock: FakeClock,
+) -> None:
+    """The token endpoint answers after the deadline passed (20 s of fake time; no
+    expires_in): the introspection that gives the new token its expiry still runs, so the
+    token keeps the server's expiry rather than the default lifetime."""
+    exp = int(clock.now) + 20 + 1234
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/introspect":
+            return httpx.Response(200, json={"active": True, "exp": exp})
+        clock.advance(20)  # a slow server: its answer arrives after the 15 s deadline
+        return httpx.Response(200, json={"access_token": "at-1", "token_type": "Bearer"})
+
+    issuer = Issuer(
+        ISSUER,
+        ClientConfig("c", "s"),
+        http=httpx.Client(transport=httpx.MockTransport(server)),
+        discovery=False,
+        metadata={**META, "introspection_endpoint": f"{ISSUER}/introspect"},
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        sleep=clock.sync_sleep,
+        monotonic=clock.monotonic,
+    )
+    token = AccessTokenManager(issuer).get()
+    assert token.expires_at == exp

@@ -635,7 +635,7 @@ def test_hash_of_another_profiles_token_is_refused(cli: Cli) -> None:
     )
     value = cli.run("token", "-p", "post", "--scope", "api:read").out.strip()
     result = cli.run("revoke", "-p", "api", "--hash", token_hash(value))
-    assert "client 'post-client', not to this profile" in assert_one_line_error(result, 1)
+    assert "client 'post-client', not to this manager's" in assert_one_line_error(result, 1)
     unknown = cli.run("revoke", "-p", "api", "--hash", token_hash(value)[:12])
     assert "no stored access token" in assert_one_line_error(unknown, 1)
     assert server_introspect(cli.server, "basic-client", value)["active"] is True

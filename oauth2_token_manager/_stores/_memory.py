@@ -20,7 +20,7 @@ from typing import Any
 from cachetools import TLRUCache
 
 from .._models import GroupKey, Token
-from ._base import alive
+from ._base import TokenQuery, alive
 from ._kv import KVStore
 
 __all__ = ["MemoryStore"]
@@ -130,11 +130,15 @@ class MemoryStore(KVStore):
         now = self._clock()
         return [t for t in entry[0] if alive(t, self._retain, now)]
 
-    def expunge_expired(self, now: float) -> int:
-        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.
+    def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many. With
+        ``query``, only in the groups it matches (what the cache dropped on its own is then
+        neither touched nor counted).
 
         ``retain_expired`` does not apply (it only delays the automatic removal).
         """
+        if query is not None:
+            return super().expunge_expired(now, query)
         with self._transaction():
             # Entries the cache dropped (when the transaction began, or now: their latest
             # deadline is past ``now``) are reconciled when it ends; count their tokens here.

@@ -30,6 +30,7 @@ from oauth2_token_manager import (
     TokenNotFoundError,
     token_hash,
 )
+from oauth2_token_manager._stores import scoped_expunge
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -128,6 +129,29 @@ async def test_expunge_expired_leaves_other_issuers_and_clients_tokens(world: Wo
     assert await refresh.expunge_expired() == 1
     assert world.store.get(my_refresh.token_hash) is None
     assert world.store.expunge_expired(now) == 2  # the store-wide sweep stays on the store
+
+
+class OldStore(MemoryStore):
+    """A store written before ``expunge_expired`` took ``query`` (store-wide only)."""
+
+    def expunge_expired(self, now: float) -> int:  # type: ignore[override]
+        return super().expunge_expired(now)
+
+
+async def test_expunge_on_a_store_without_query_stays_within_the_manager(world: World) -> None:
+    """With a custom store whose expunge_expired takes no query, the manager lists its own
+    expired tokens and deletes them: other clients' expired tokens stay."""
+    world.store = OldStore(retain_expired=3600, clock=world.clock)
+    access, _ = world.managers()
+    assert not scoped_expunge(world.issuers[0].store)
+    now = world.clock.now
+    mine = expired_access("mine-expired", world.server.issuer, "basic-client", now)
+    theirs = expired_access("their-expired", world.server.issuer, "post-client", now)
+    world.store.put(mine)
+    world.store.put(theirs)
+    assert await access.expunge_expired() == 1
+    assert world.store.get(mine.token_hash) is None
+    assert world.store.get(theirs.token_hash) == theirs
 
 
 # --- hash= ------------------------------------------------------------------------------------

@@ -210,7 +210,8 @@ async def test_failure_cache_serves_the_same_error_without_a_request(
 
 
 async def test_events_tell_what_happened(clock: FakeClock) -> None:
-    """obtained, rotated, refreshed, failed and removed events arrive with hashes only."""
+    """obtained, registered, rotated, refreshed, failed and removed events arrive with hashes
+    only."""
     events: list[TokenEvent] = []
     server = Server("ok", "rotate", httpx.Response(400, json={"error": "invalid_grant"}))
     issuer = make(server, clock, on_event=events.append)
@@ -224,8 +225,8 @@ async def test_events_tell_what_happened(clock: FakeClock) -> None:
     with pytest.raises(InvalidGrant):
         await access.get("bob", ["a"])
     kinds = [e.kind for e in events]
-    assert kinds == ["obtained", "rotated", "refreshed", "removed", "failed"]
-    rotated = events[1]
+    assert kinds == ["obtained", "registered", "rotated", "refreshed", "removed", "failed"]
+    rotated = events[2]
     assert rotated.previous_hash is not None and rotated.token_hash != rotated.previous_hash
     assert all("rt-" not in repr(e) and "at-" not in repr(e) for e in events)
 

@@ -63,7 +63,7 @@ from .._records import (
     registered_token,
 )
 from .._scopes import ScopeMatch, normalize
-from .._stores import Page, TokenQuery, scoped_expunge
+from .._stores import AsyncTokenStore, Page, TokenQuery, scoped_expunge
 from ._auth import AsyncTokenAuth
 from ._issuer import AsyncIssuer
 
@@ -75,6 +75,21 @@ _HINTS: dict[TokenKind, TokenTypeHint] = {"access": "access_token", "refresh": "
 _CLASSES: dict[TokenKind, type[Token]] = {"access": AccessToken, "refresh": RefreshToken}
 _UNSET: Any = object()
 _GROUP_CACHE_MAX = 10_000
+
+
+async def expunge_kind(
+    store: AsyncTokenStore, issuer: str, client_id: str, kind: TokenKind, now: float
+) -> int:
+    """Remove the tokens of ``kind``, ``issuer`` and ``client_id`` expired at ``now``; return
+    how many. A store whose ``expunge_expired`` takes no ``query`` (a custom store written
+    before it) gets a listing of those tokens and one ``delete`` each instead."""
+    query = TokenQuery(issuer=issuer, kind=kind, client_id=client_id, status="expired", now=now)
+    if scoped_expunge(store):
+        return await store.expunge_expired(now, query)
+    page = await store.list(query)
+    for token in page.items:
+        await store.delete(token.token_hash)
+    return len(page.items)
 
 
 def _kind(stored: Token | None, default: TokenKind) -> TokenKind:
@@ -452,16 +467,9 @@ class _AsyncTokenManager:
         ``expunge_expired`` takes no ``query`` gets a listing of them and one ``delete`` each.
         """
         iss = self.issuer
-        now = iss.options.clock()
-        query = TokenQuery(
-            issuer=iss.url, kind=self.kind, client_id=self._client_id, status="expired", now=now
+        return await expunge_kind(
+            iss.store, iss.url, self._client_id, self.kind, iss.options.clock()
         )
-        if scoped_expunge(iss.store):
-            return await iss.store.expunge_expired(now, query)
-        page = await iss.store.list(query)
-        for token in page.items:
-            await iss.store.delete(token.token_hash)
-        return len(page.items)
 
 
 class AsyncAccessTokenManager(_AsyncTokenManager):

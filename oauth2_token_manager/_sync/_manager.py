@@ -64,7 +64,7 @@ from .._records import (
     registered_token,
 )
 from .._scopes import ScopeMatch, normalize
-from .._stores import Page, TokenQuery, scoped_expunge
+from .._stores import Page, TokenQuery, TokenStore, scoped_expunge
 from ._auth import TokenAuth
 from ._issuer import Issuer
 
@@ -76,6 +76,21 @@ _HINTS: dict[TokenKind, TokenTypeHint] = {"access": "access_token", "refresh": "
 _CLASSES: dict[TokenKind, type[Token]] = {"access": AccessToken, "refresh": RefreshToken}
 _UNSET: Any = object()
 _GROUP_CACHE_MAX = 10_000
+
+
+def expunge_kind(
+    store: TokenStore, issuer: str, client_id: str, kind: TokenKind, now: float
+) -> int:
+    """Remove the tokens of ``kind``, ``issuer`` and ``client_id`` expired at ``now``; return
+    how many. A store whose ``expunge_expired`` takes no ``query`` (a custom store written
+    before it) gets a listing of those tokens and one ``delete`` each instead."""
+    query = TokenQuery(issuer=issuer, kind=kind, client_id=client_id, status="expired", now=now)
+    if scoped_expunge(store):
+        return store.expunge_expired(now, query)
+    page = store.list(query)
+    for token in page.items:
+        store.delete(token.token_hash)
+    return len(page.items)
 
 
 def _kind(stored: Token | None, default: TokenKind) -> TokenKind:
@@ -451,16 +466,7 @@ class _TokenManager:
         ``expunge_expired`` takes no ``query`` gets a listing of them and one ``delete`` each.
         """
         iss = self.issuer
-        now = iss.options.clock()
-        query = TokenQuery(
-            issuer=iss.url, kind=self.kind, client_id=self._client_id, status="expired", now=now
-        )
-        if scoped_expunge(iss.store):
-            return iss.store.expunge_expired(now, query)
-        page = iss.store.list(query)
-        for token in page.items:
-            iss.store.delete(token.token_hash)
-        return len(page.items)
+        return expunge_kind(iss.store, iss.url, self._client_id, self.kind, iss.options.clock())
 
 
 class AccessTokenManager(_TokenManager):

@@ -126,9 +126,14 @@ class DictStore:
         stop = None if query.limit is None else start + max(query.limit, 0)
         return Page(found[start:stop], len(found), query.offset, query.limit)
 
-    def expunge_expired(self, now: float) -> int:
+    def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        # ``query`` (a manager's issuer, client and kind) limits the sweep to its tokens.
         with self._lock:
-            expired = [h for h, t in self._tokens.items() if t.expired(now)]
+            expired = [
+                h
+                for h, t in self._tokens.items()
+                if t.expired(now) and (query is None or query.matches_group(t.group))
+            ]
             for token_hash in expired:
                 self._remove(token_hash)
             current = self._clock()

@@ -7,8 +7,12 @@ token's hash, never its value.
 
 Kinds: ``obtained`` (client-credentials grant), ``refreshed`` (an access token from a refresh
 token), ``rotated`` (a new refresh token replaced the old one), ``removed`` (a token dropped
-after ``invalid_grant``, deleted or invalidated), ``revoked``, ``failed`` (a token request
-failed; ``error`` says why), ``registered``.
+after ``invalid_grant``, removed by ``delete``/``delete_all``, or marked unusable by
+``invalidate``, e.g. after a 401), ``revoked`` (``revoke``, or ``delete`` with
+``revoke_on_delete``, once the server accepted it: one for the token and one for each access
+token of a revoked refresh token's grant), ``failed`` (a token request failed; ``error`` says
+why), ``registered`` (``register`` stored a token obtained elsewhere). ``expunge_expired``
+emits none.
 """
 
 from __future__ import annotations

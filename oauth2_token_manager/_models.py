@@ -17,10 +17,10 @@ import json
 import math
 import re
 import types
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
-from ._exceptions import StoreError
+from ._exceptions import InvalidArgumentError, StoreError
 from ._scopes import canonical, scope_set
 
 __all__ = [
@@ -31,9 +31,11 @@ __all__ = [
     "Token",
     "TokenKind",
     "UserinfoRecord",
+    "hash_argument",
     "hash_prefix",
     "is_hash_prefix",
     "is_token_hash",
+    "match_hash",
     "short_hash",
     "token_from_dict",
     "token_hash",
@@ -77,6 +79,27 @@ def is_hash_prefix(text: object) -> bool:
     """Whether ``text`` names a token hash or a prefix of one: 8 to 64 lowercase hex digits
     (a full hash is its own prefix). Whether a prefix is unique is the caller's question."""
     return isinstance(text, str) and _HASH_PREFIX.fullmatch(text) is not None
+
+
+def hash_argument(text: object) -> str:
+    """A ``hash=`` argument (or the CLI's ``--hash``) as a lowercase hash or hash prefix;
+    ``InvalidArgumentError`` unless it is 8 to 64 hex digits."""
+    digest = text.lower() if isinstance(text, str) else text
+    if not is_hash_prefix(digest):
+        raise InvalidArgumentError("a token hash is 8 to 64 hex digits of its SHA-256 hash")
+    return cast(str, digest)
+
+
+def match_hash(digest: str, hashes: Iterable[str]) -> str | None:
+    """The one of ``hashes`` that ``digest`` (a ``hash_argument``: a full hash or a prefix)
+    names, or ``None``. ``InvalidArgumentError`` naming how many matched when several do (the
+    caller passes the hashes it may act on: its issuer's and client's)."""
+    found = {h for h in hashes if h.startswith(digest)}
+    if len(found) > 1:
+        raise InvalidArgumentError(
+            f"hash prefix {hash_prefix(digest)} matches {len(found)} tokens: give more digits"
+        )
+    return next(iter(found), None)
 
 
 class GroupKey(NamedTuple):

@@ -61,6 +61,7 @@ from . import (
     AccessTokenManager,
     ConfigurationError,
     DiskStore,
+    InvalidArgumentError,
     Issuer,
     OAuth2TokenManagerError,
     RefreshTokenManager,
@@ -68,7 +69,7 @@ from . import (
     TokenNotFoundError,
     __version__,
 )
-from ._models import hash_prefix, is_hash_prefix, is_token_hash, short_hash
+from ._models import short_hash
 from ._profile import (
     AUTH_METHODS,
     CONFIG_ENV,
@@ -187,12 +188,13 @@ class Context:
         return self.access if kind == "access" else self.refresh
 
 
-def _token_value(ctx: Context, args: argparse.Namespace, manager: Manager) -> str:
-    """The token named by TOKEN, ``-`` (standard input) or ``--hash``."""
-    if (args.token is None) == (args.hash is None):
-        raise UsageError("give one of TOKEN, - (read the token from standard input) or --hash H")
-    if args.hash is not None:
-        return _stored_by_hash(ctx, manager, args.hash).value
+_ONE_SOURCE = "give one of TOKEN, - (read the token from standard input) or --hash H"
+
+
+def _token_value(ctx: Context, args: argparse.Namespace) -> str:
+    """The token named by TOKEN or ``-`` (standard input)."""
+    if args.token is None:
+        raise UsageError(_ONE_SOURCE)
     if args.token == "-":
         value = ctx.stdin.read().strip()
         if not value:
@@ -201,33 +203,29 @@ def _token_value(ctx: Context, args: argparse.Namespace, manager: Manager) -> st
     return str(args.token)
 
 
-def _named_token(ctx: Context, args: argparse.Namespace) -> tuple[Manager, str, str]:
-    """The manager of ``--kind``, the token named by TOKEN, ``-`` or ``--hash``, and how
-    messages name it: its kind and the prefix of its hash, never its value."""
+def _named_token(ctx: Context, args: argparse.Namespace) -> tuple[Manager, Token | str, str]:
+    """The manager of ``--kind``, the token named by TOKEN, ``-`` or ``--hash`` (the stored
+    ``Token``, whose kind the managers act as), and how messages name it: its kind and the
+    prefix of its hash, never its value."""
     manager = ctx.manager(args.kind)
-    value = _token_value(ctx, args, manager)
-    return manager, value, f"{manager.kind} token {short_hash(value)}"
+    if args.hash is None:
+        value = _token_value(ctx, args)
+        return manager, value, f"{manager.kind} token {short_hash(value)}"
+    if args.token is not None:
+        raise UsageError(_ONE_SOURCE)
+    token = _stored_by_hash(manager, args.hash)
+    return manager, token, f"{token.kind} token {token.short_hash}"
 
 
-def _stored_by_hash(ctx: Context, manager: Manager, given: str) -> Token:
-    """The stored token of this issuer and client with this SHA-256 hash (or hash prefix)."""
-    digest = given.lower()
-    if not is_hash_prefix(digest):
-        raise UsageError("--hash takes 8 to 64 hex digits of a token's SHA-256 hash")
-    if is_token_hash(digest):
-        token = manager.find_by_hash(digest)
-    else:
-        found = [t for t in manager.list().items if t.token_hash.startswith(digest)]
-        if len(found) > 1:
-            raise UsageError(f"hash prefix {digest} matches {len(found)} tokens: give more digits")
-        token = found[0] if found else None
+def _stored_by_hash(manager: Manager, given: str) -> Token:
+    """The stored token of this issuer and client with this SHA-256 hash (or a unique prefix
+    of 8+ hex digits): the managers' rule (``find_by_hash``), its argument errors exit 2."""
+    try:
+        token = manager.find_by_hash(given)
+    except InvalidArgumentError as exc:
+        raise UsageError(f"--hash: {exc}") from None
     if token is None:
-        raise TokenNotFoundError(f"no stored {manager.kind} token with hash {hash_prefix(digest)}")
-    if token.issuer != ctx.issuer.url or token.client_id != ctx.settings.client_id:
-        raise TokenNotFoundError(
-            f"stored {manager.kind} token {token.short_hash} belongs to issuer {token.issuer} "
-            f"and client {token.client_id!r}, not to this profile"
-        )
+        raise TokenNotFoundError(f"no stored {manager.kind} token with hash {given[:12].lower()}")
     return token
 
 
@@ -337,7 +335,10 @@ def cmd_delete_all(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_expunge(ctx: Context, args: argparse.Namespace) -> int:
-    removed = ctx.access.expunge_expired()
+    if args.all:
+        removed = ctx.issuer.store.expunge_expired(ctx.issuer.options.clock())
+    else:
+        removed = ctx.access.expunge_expired() + ctx.refresh.expunge_expired()
     noun = "token" if removed == 1 else "tokens"
     ctx.out.write(f"removed {removed} expired {noun} from {ctx.issuer.store!r}\n")
     return 0
@@ -351,9 +352,9 @@ def cmd_metadata(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_register(ctx: Context, args: argparse.Namespace) -> int:
     if args.resource is not None and args.kind == "refresh":
         raise UsageError("--resource applies to access tokens (a refresh token serves any)")
-    manager, value, _ = _named_token(ctx, args)
+    manager = ctx.manager(args.kind)
     token = manager.register(
-        value,
+        _token_value(ctx, args),
         subject=args.subject,
         scopes=split_scopes(args.scope) if args.scope else None,
         expires_in=args.expires_in,
@@ -549,7 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kind(sub, None)
     sub.add_argument("--no-revoke", action="store_true", help="only remove them from the store")
 
-    command("expunge", cmd_expunge, "remove expired tokens from the store (all profiles)")
+    sub = command(
+        "expunge", cmd_expunge, "remove the profile's expired tokens (its issuer and client)"
+    )
+    sub.add_argument(
+        "--all", action="store_true", help="remove every expired token of the store (all profiles)"
+    )
     command("metadata", cmd_metadata, "print the authorization server's metadata as JSON")
 
     sub = command("register", cmd_register, "store a token obtained elsewhere")

@@ -61,8 +61,8 @@ class LoopDriven:
     def list(self, query: TokenQuery) -> Page:
         return self._run("list", query)
 
-    def expunge_expired(self, now: float) -> int:
-        return self._run("expunge_expired", now)
+    def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        return self._run("expunge_expired", now, query)
 
     def try_lock(self, name: str, owner: str, lease: float) -> bool:
         return self._run("try_lock", name, owner, lease)

@@ -489,6 +489,34 @@ class StoreContract:
         assert store.expunge_expired(clock.now + 10) == 1
         assert store.get(token.token_hash) is None
 
+    def test_scoped_expunge_leaves_other_issuers_clients_and_kinds(self, clock: FakeClock) -> None:
+        """``expunge_expired(now, query)`` removes the expired tokens of the groups ``query``
+        matches only: other issuers', clients' and kinds' expired tokens stay (kept readable
+        by ``retain_expired``), and so do the query's own tokens that are not expired."""
+        store = self.make_store(clock, retain_expired=100)
+        expires = clock.now + 10
+        mine = [
+            make_token(expires_at=expires),
+            make_token(expires_at=expires, subject=None, scopes={"write"}),
+        ]
+        others = [
+            make_token(expires_at=expires, issuer=OTHER_ISSUER),
+            make_token(expires_at=expires, client_id="client-2"),
+            make_token("refresh", expires_at=expires),
+        ]
+        lasting = make_token(expires_at=clock.now + 1000)
+        for token in [*mine, *others, lasting]:
+            store.put(token)
+        clock.advance(20)
+        query = TokenQuery(issuer=ISSUER, kind="access", client_id="client-1")
+        assert store.expunge_expired(clock.now, query) == len(mine)
+        assert store.expunge_expired(clock.now, query) == 0
+        assert all(store.get(t.token_hash) is None for t in mine)
+        assert [store.get(t.token_hash) for t in [*others, lasting]] == [*others, lasting]
+        only_bob = TokenQuery(issuer=OTHER_ISSUER, subject="bob")
+        assert store.expunge_expired(clock.now, only_bob) == 0  # subject filters too
+        assert store.expunge_expired(clock.now) == len(others)  # the store-wide sweep
+
     def test_expunge_expired_keeps_active_revocations(
         self, store: TokenStore, clock: FakeClock
     ) -> None:

@@ -15,6 +15,7 @@ from oauth2_token_manager._stores import (
     Page,
     TokenQuery,
     TokenStore,
+    scoped_expunge,
 )
 
 pytestmark = pytest.mark.anyio
@@ -61,8 +62,8 @@ class RecordingStore:
     def list(self, query: Any) -> Any:
         return self._record("list", query)
 
-    def expunge_expired(self, now: float) -> Any:
-        return self._record("expunge_expired", now)
+    def expunge_expired(self, *args: Any) -> Any:  # (now) or (now, query)
+        return self._record("expunge_expired", *args)
 
 
 TOKEN = make_token()
@@ -79,6 +80,7 @@ CALLS: list[tuple[str, tuple[Any, ...], bool]] = [
     ("is_revoked", (TOKEN.token_hash,), True),
     ("list", (QUERY,), True),
     ("expunge_expired", (456.0,), True),
+    ("expunge_expired", (456.0, QUERY), True),
 ]
 
 
@@ -129,3 +131,20 @@ async def test_works_with_a_real_store() -> None:
     assert await adapter.expunge_expired(clock.now) == 0
     assert not await adapter.is_revoked(new.token_hash)
     assert "MemoryStore" in repr(adapter)
+
+
+class _OldStore(MemoryStore):
+    """A store whose ``expunge_expired`` predates ``query``."""
+
+    def expunge_expired(self, now: float) -> int:  # type: ignore[override]
+        return super().expunge_expired(now)
+
+
+def test_scoped_expunge_tells_stores_that_take_a_query() -> None:
+    """Shipped stores (and the adapter over one) take ``query``; an older custom store, also
+    behind the adapter, does not."""
+    clock = FakeClock()
+    assert scoped_expunge(MemoryStore(clock=clock))
+    assert scoped_expunge(AsyncStoreAdapter(MemoryStore(clock=clock)))
+    assert not scoped_expunge(_OldStore(clock=clock))
+    assert not scoped_expunge(AsyncStoreAdapter(_OldStore(clock=clock)))

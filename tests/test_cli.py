@@ -451,6 +451,38 @@ def test_expunge_removes_expired_tokens(cli: Cli) -> None:
         assert store.get(token_hash("expired-token-value")) is None
 
 
+def test_expunge_keeps_other_clients_tokens_and_all_sweeps_the_store(cli: Cli) -> None:
+    """`expunge` removes the profile's expired tokens only; `expunge --all` the whole store's."""
+    with DiskStore(cli.store, retain_expired=3600) as store:  # keeps the expired tokens around
+        for client_id in ("basic-client", "post-client"):
+            store.put(
+                AccessToken(
+                    value=f"expired-{client_id}-value",
+                    issuer=cli.server.issuer,
+                    client_id=client_id,
+                    expires_at=time.time() - 60,
+                )
+            )
+    assert cli.run("expunge", "-p", "api").out.startswith("removed 1 expired token from")
+    with DiskStore(cli.store, retain_expired=3600) as store:
+        assert store.get(token_hash("expired-basic-client-value")) is None
+        assert store.get(token_hash("expired-post-client-value")) is not None
+    assert cli.run("expunge", "-p", "api", "--all").out.startswith("removed 1 expired token")
+    with DiskStore(cli.store, retain_expired=3600) as store:
+        assert store.get(token_hash("expired-post-client-value")) is None
+
+
+def test_hash_of_a_refresh_token_is_acted_on_as_one(cli: Cli) -> None:
+    """`revoke --hash` of a stored refresh token (default --kind access) revokes it as a
+    refresh token, and says so."""
+    tokens = obtain_refresh_token(cli.server, "basic-client")
+    assert cli.run("register", "-p", "api", "-", stdin=tokens["refresh_token"]).status == 0
+    digest = token_hash(tokens["refresh_token"])
+    result = cli.run("revoke", "-p", "api", "--hash", digest[:10])
+    assert result == Result(0, f"revoked refresh token {digest[:12]}\n", "")
+    assert server_introspect(cli.server, "basic-client", tokens["refresh_token"])["active"] is False
+
+
 def test_metadata_prints_discovered_document(cli: Cli) -> None:
     """`metadata` prints the discovered server metadata as JSON (no secret needed)."""
     cli.monkeypatch.delenv(SECRET_ENV)
@@ -635,7 +667,7 @@ def test_hash_of_another_profiles_token_is_refused(cli: Cli) -> None:
     )
     value = cli.run("token", "-p", "post", "--scope", "api:read").out.strip()
     result = cli.run("revoke", "-p", "api", "--hash", token_hash(value))
-    assert "client 'post-client', not to this profile" in assert_one_line_error(result, 1)
+    assert "client 'post-client', not to this manager's" in assert_one_line_error(result, 1)
     unknown = cli.run("revoke", "-p", "api", "--hash", token_hash(value)[:12])
     assert "no stored access token" in assert_one_line_error(unknown, 1)
     assert server_introspect(cli.server, "basic-client", value)["active"] is True

@@ -14,9 +14,11 @@ from oauth2_token_manager import (
     StoreError,
 )
 from oauth2_token_manager._models import (
+    hash_argument,
     hash_prefix,
     is_hash_prefix,
     is_token_hash,
+    match_hash,
     short_hash,
     token_from_dict,
     token_hash,
@@ -87,6 +89,29 @@ def test_is_hash_prefix_takes_8_to_64_lowercase_hex_digits() -> None:
     assert not is_hash_prefix(digest[:7]) and not is_hash_prefix(digest + "0")
     assert not is_hash_prefix(digest.upper()) and not is_hash_prefix("g" * 12)
     assert not is_hash_prefix(None) and not is_hash_prefix(digest[:12] + "\n")
+
+
+def test_hash_argument_lowercases_and_refuses_what_is_no_hash() -> None:
+    """hash_argument takes 8-64 hex digits in either case (lowercased); anything else is an
+    InvalidArgumentError."""
+    digest = token_hash("v")
+    assert hash_argument(digest.upper()) == digest
+    assert hash_argument(digest[:8]) == digest[:8]
+    for bad in (digest[:7], digest + "0", "g" * 12, None, 12345678):
+        with pytest.raises(InvalidArgumentError, match="8 to 64 hex digits"):
+            hash_argument(bad)
+
+
+def test_match_hash_finds_the_one_hash_a_prefix_names() -> None:
+    """match_hash returns the unique hash a full hash or prefix names, None for none, and an
+    InvalidArgumentError naming the count (not the hashes) when several share the prefix."""
+    hashes = ["aaaaaaaa11", "aaaaaaaa22", "bbbbbbbb33"]
+    assert match_hash("bbbbbbbb", hashes) == "bbbbbbbb33"
+    assert match_hash("aaaaaaaa11", hashes) == "aaaaaaaa11"
+    assert match_hash("cccccccc", hashes) is None
+    with pytest.raises(InvalidArgumentError, match="matches 2 tokens") as info:
+        match_hash("aaaaaaaa", hashes)
+    assert "11" not in str(info.value) and "22" not in str(info.value)
 
 
 def test_token_repr_and_str_hide_the_value() -> None:

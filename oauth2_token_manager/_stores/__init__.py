@@ -23,7 +23,7 @@ first use. Imports within the package go one way, never in a cycle: ``_base`` <-
 ``_base``, ``_crypto`` and their two shared modules.
 """
 
-from ._adapters import AsyncStoreAdapter, async_store, sync_store
+from ._adapters import AsyncStoreAdapter, async_store, scoped_expunge, sync_store
 from ._base import (
     AsyncTokenStore,
     LockingTokenStore,
@@ -46,5 +46,6 @@ __all__ = [
     "TokenStatus",
     "TokenStore",
     "async_store",
+    "scoped_expunge",
     "sync_store",
 ]

@@ -16,7 +16,13 @@ from .._models import GroupKey, Token
 from ._base import AsyncTokenStore, LockingTokenStore, Page, TokenQuery, TokenStore
 from ._memory import MemoryStore
 
-__all__ = ["AsyncLockingStoreAdapter", "AsyncStoreAdapter", "async_store", "sync_store"]
+__all__ = [
+    "AsyncLockingStoreAdapter",
+    "AsyncStoreAdapter",
+    "async_store",
+    "scoped_expunge",
+    "sync_store",
+]
 
 
 class AsyncStoreAdapter:
@@ -71,9 +77,11 @@ class AsyncStoreAdapter:
         """See ``TokenStore.list``."""
         return self.sync.list(query)
 
-    async def expunge_expired(self, now: float) -> int:
-        """See ``TokenStore.expunge_expired``."""
-        return self.sync.expunge_expired(now)
+    async def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        """See ``TokenStore.expunge_expired`` (``query`` is passed on only when given)."""
+        if query is None:
+            return self.sync.expunge_expired(now)
+        return self.sync.expunge_expired(now, query)
 
 
 class AsyncLockingStoreAdapter(AsyncStoreAdapter):
@@ -116,3 +124,17 @@ def sync_store(store: TokenStore | None, clock: Callable[[], float]) -> TokenSto
     if store is None:
         return MemoryStore(clock=clock)
     return store
+
+
+def scoped_expunge(store: object) -> bool:
+    """Whether ``store.expunge_expired`` takes ``query`` (every shipped store does; a custom
+    store written before it existed may not, and the managers then list and delete instead).
+    Looks through ``AsyncStoreAdapter`` at the store it wraps."""
+    target = store.sync if isinstance(store, AsyncStoreAdapter) else store
+    try:
+        parameters = inspect.signature(target.expunge_expired).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError):  # no signature to read: assume the old one
+        return False
+    return "query" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )

@@ -354,8 +354,9 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
                             matches.append(token)
         return page_of(matches, query)
 
-    async def expunge_expired(self, now: float) -> int:
-        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.
+    async def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many. With
+        ``query``, only in the groups it matches (their group entries are read first).
 
         ``retain_expired`` does not apply (it only delays the automatic removal). One script
         per batch of groups, so that a large store does not block Redis for long. Tokens Redis
@@ -367,8 +368,24 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
             raise store_error(exc) from None
         removed = 0
         for chunk in chunks(gids, _BATCH):
+            if query is not None:
+                chunk = await self._matching_groups(chunk, query)
+                if not chunk:
+                    continue
             removed += int(await self._write(self._expunge_script, script_number(now), *chunk))
         return removed
+
+    async def _matching_groups(self, gids: Sequence[Any], query: TokenQuery) -> Sequence[Any]:
+        """The ids among ``gids`` whose group entry ``query`` matches (a group gone since is
+        left out; ``expunge`` of a group changed meanwhile only removes expired tokens)."""
+        flats = await self._run(self._groups_script, *gids)
+        matching: list[Any] = []
+        for gid, flat in zip(gids, flats, strict=True):
+            fields = [as_text(item) for item in flat]
+            group_json = dict(zip(fields[::2], fields[1::2], strict=True)).get("group")
+            if group_json is not None and query.matches_group(parse_group(group_json)):
+                matching.append(gid)
+        return matching
 
     async def rotate_encryption(self, *, encrypt_plaintext: bool = False) -> int:
         """Re-encrypt with the first key every token another key wrote; return how many were

@@ -14,7 +14,12 @@ every store follows (the contract test suite ``tests/store_contract.py`` checks 
   ``until`` (epoch seconds); ``put`` of a revoked token raises ``TokenRevokedError``. Lookups
   never return a revoked token.
 - Entries may disappear once their token expired (plus the store's ``retain_expired``);
-  ``expunge_expired(now)`` removes expired entries and returns how many.
+  ``expunge_expired(now)`` removes expired entries and returns how many;
+  ``expunge_expired(now, query)`` only those in the groups ``query`` matches
+  (``TokenQuery.matches_group``: issuer, kind, client, subject), so that a manager sweeps its
+  own issuer's and client's tokens and leaves the rest of a shared store alone. A store
+  written before ``query`` existed still works: the managers then list and delete instead
+  (``_adapters.scoped_expunge``).
 - Failures raise ``StoreError`` (never return "not found" for a failure): callers treat a
   failing revocation check as revoked (fail closed).
 
@@ -171,8 +176,9 @@ class TokenStore(Protocol):
     def list(self, query: TokenQuery) -> Page:
         """Tokens matching ``query``, newest first, paged, with the total count."""
 
-    def expunge_expired(self, now: float) -> int:
-        """Remove tokens expired at ``now``; return how many were removed."""
+    def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        """Remove tokens expired at ``now`` (only in the groups ``query`` matches, when given);
+        return how many were removed."""
 
 
 class LockingTokenStore(TokenStore, Protocol):
@@ -216,5 +222,5 @@ class AsyncTokenStore(Protocol):
     async def list(self, query: TokenQuery) -> Page:
         """See ``TokenStore.list``."""
 
-    async def expunge_expired(self, now: float) -> int:
+    async def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
         """See ``TokenStore.expunge_expired``."""

@@ -38,6 +38,7 @@ import diskcache
 
 from .._exceptions import StoreError
 from .._models import GroupKey, Token, token_from_dict
+from ._base import TokenQuery
 from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, EncryptingStore, make_cipher
 from ._kv import KVStore
 
@@ -235,13 +236,15 @@ class DiskStore(KVStore, EncryptingStore):
             if self._cache.get(_LOCK_PREFIX + name) == owner:
                 self._cache.delete(_LOCK_PREFIX + name)
 
-    def expunge_expired(self, now: float) -> int:
-        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.
+    def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many. With
+        ``query``, only in the groups it matches.
 
         ``retain_expired`` does not apply (it only delays the automatic removal). Also lets
-        diskcache purge the rows past their own ``expire`` (ended revocations among them).
+        diskcache purge the rows past their own ``expire`` (ended revocations among them):
+        those are invisible to every reader already, whatever their issuer.
         """
-        removed = super().expunge_expired(now)
+        removed = super().expunge_expired(now, query)
         try:
             self._cache.expire()
         except _DB_ERRORS as exc:

@@ -354,8 +354,9 @@ class KVStore(ExpiringStore, abc.ABC):
                             matches.append(token)
         return page_of(matches, query)
 
-    def expunge_expired(self, now: float) -> int:
-        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.
+    def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many. With
+        ``query``, only in the groups it matches (its status, paging and ``now`` are ignored).
 
         Explicit, so ``retain_expired`` does not apply: it only delays the automatic removal.
         One transaction per group, so that a large store does not block writers for long.
@@ -369,6 +370,8 @@ class KVStore(ExpiringStore, abc.ABC):
                 if record is None:
                     continue
                 group, scopes = record
+                if query is not None and not query.matches_group(group):
+                    continue
                 for scope_key in list(scopes):
                     xkey = self._exact_key(group, scope_key)
                     tokens = self._tokens_at(xkey)

@@ -20,7 +20,7 @@ from typing import Any
 from cachetools import TLRUCache
 
 from .._models import GroupKey, Token
-from ._base import alive
+from ._base import TokenQuery, alive
 from ._kv import KVStore
 
 __all__ = ["MemoryStore"]
@@ -130,8 +130,9 @@ class MemoryStore(KVStore):
         now = self._clock()
         return [t for t in entry[0] if alive(t, self._retain, now)]
 
-    def expunge_expired(self, now: float) -> int:
-        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many.
+    def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
+        """Remove tokens expired at ``now`` (``expires_at <= now``); return how many. With
+        ``query``, only in the groups it matches (and only their tokens are counted).
 
         ``retain_expired`` does not apply (it only delays the automatic removal).
         """
@@ -139,11 +140,15 @@ class MemoryStore(KVStore):
             # Entries the cache dropped (when the transaction began, or now: their latest
             # deadline is past ``now``) are reconciled when it ends; count their tokens here.
             self._cache.expire(now)
-            removed = sum(len(entry[0]) for _, entry in self._dropped)
+            removed = sum(
+                len(entry[0])
+                for xkey, entry in self._dropped
+                if query is None or query.matches_group(xkey[1])
+            )
             current = self._now()  # revocations end by the store's clock, never earlier
             for key in [k for k, until in self._revoked.items() if until <= current]:
                 del self._revoked[key]
-            return removed + super().expunge_expired(now)
+            return removed + super().expunge_expired(now, query)
 
     # -- KVStore primitives ----------------------------------------------------------------
 

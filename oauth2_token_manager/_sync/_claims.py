@@ -22,7 +22,7 @@ from .._oidc import merge_claims, userinfo_format
 from .._protocol import error_from_response
 from ._http import read_bounded
 from ._issuer import Issuer
-from ._manager import AccessTokenManager
+from ._manager import AccessTokenManager, expunge_kind
 
 __all__ = ["ClaimsManager"]
 
@@ -158,5 +158,10 @@ class ClaimsManager:
 
     @bounded
     def expunge_expired(self, *, timeout: float | None = None) -> int:
-        """Remove records past their retention (the whole store's expired entries)."""
-        return self.issuer.store.expunge_expired(self.issuer.options.clock())
+        """Remove this issuer's and client's ID tokens and userinfo records past their
+        retention; return how many (other issuers' and clients' records stay)."""
+        iss = self.issuer
+        now = iss.options.clock()
+        client_id = iss.client.client_id
+        removed = expunge_kind(iss.store, iss.url, client_id, "id", now)
+        return removed + expunge_kind(iss.store, iss.url, client_id, "userinfo", now)

@@ -35,6 +35,7 @@ from .._decide import (
     select_refresh,
 )
 from .._exceptions import (
+    InvalidArgumentError,
     OAuth2TokenManagerError,
     ResponseError,
     RevocationError,
@@ -44,7 +45,18 @@ from .._exceptions import (
     TransportError,
 )
 from .._grants import Grant, LockKey
-from .._models import AccessToken, GroupKey, RefreshToken, Token, TokenKind, token_hash
+from .._models import (
+    AccessToken,
+    GroupKey,
+    RefreshToken,
+    Token,
+    TokenKind,
+    hash_argument,
+    hash_prefix,
+    is_token_hash,
+    match_hash,
+    token_hash,
+)
 from .._protocol import IntrospectionResult, TokenResponse, TokenTypeHint
 from .._records import (
     access_expiry,
@@ -53,7 +65,7 @@ from .._records import (
     registered_token,
 )
 from .._scopes import ScopeMatch, normalize
-from .._stores import Page, TokenQuery
+from .._stores import Page, TokenQuery, TokenStore, scoped_expunge
 from ._auth import TokenAuth
 from ._issuer import Issuer
 
@@ -65,6 +77,26 @@ _HINTS: dict[TokenKind, TokenTypeHint] = {"access": "access_token", "refresh": "
 _CLASSES: dict[TokenKind, type[Token]] = {"access": AccessToken, "refresh": RefreshToken}
 _UNSET: Any = object()
 _GROUP_CACHE_MAX = 10_000
+
+
+def expunge_kind(
+    store: TokenStore, issuer: str, client_id: str, kind: TokenKind, now: float
+) -> int:
+    """Remove the tokens of ``kind``, ``issuer`` and ``client_id`` expired at ``now``; return
+    how many. A store whose ``expunge_expired`` takes no ``query`` (a custom store written
+    before it) gets a listing of those tokens and one ``delete`` each instead."""
+    query = TokenQuery(issuer=issuer, kind=kind, client_id=client_id, status="expired", now=now)
+    if scoped_expunge(store):
+        return store.expunge_expired(now, query)
+    page = store.list(query)
+    for token in page.items:
+        store.delete(token.token_hash)
+    return len(page.items)
+
+
+def _kind(stored: Token | None, default: TokenKind) -> TokenKind:
+    """The kind an operation acts as: the stored token's (routing), else the manager's."""
+    return default if stored is None else stored.kind
 
 
 class _TokenManager:
@@ -99,19 +131,70 @@ class _TokenManager:
     def _group(self, subject: str | None, resource: str | None = None) -> GroupKey:
         return GroupKey(self.kind, self.issuer.url, self._client_id, subject or "", resource or "")
 
-    def _resolve(self, token: Token | str) -> tuple[str, Token | None]:
-        """The token's value and its stored record (if any)."""
+    def _mine(self, stored: Token | None) -> Token | None:
+        """``stored`` if it is an access or refresh token of this issuer and client; ``None``
+        for nothing or another kind of record. ``TokenNotFoundError`` for a token of another
+        issuer or client: a manager never acts on it, nor sends its value to this server."""
+        if stored is None or stored.kind not in _HINTS:
+            return None
+        if stored.issuer != self.issuer.url or stored.client_id != self._client_id:
+            raise TokenNotFoundError(
+                f"stored {stored.kind} token {stored.short_hash} belongs to issuer "
+                f"{stored.issuer} and client {stored.client_id!r}, not to this manager's"
+            )
+        return stored
+
+    def _by_hash(self, hash_: str) -> Token | None:
+        """The stored access or refresh token of this issuer and client named by ``hash_``:
+        its full SHA-256 hex (one ``store.get``) or a unique prefix of 8 or more hex digits
+        (one ``store.list`` of this issuer's and client's tokens, see ``_models.match_hash``)."""
+        digest = hash_argument(hash_)
+        if is_token_hash(digest):
+            return self._mine(self.issuer.store.get(digest))
+        query = TokenQuery(issuer=self.issuer.url, client_id=self._client_id)
+        page = self.issuer.store.list(query)
+        mine = {t.token_hash: t for t in page.items if t.kind in _HINTS}
+        found = match_hash(digest, mine)
+        return None if found is None else mine[found]
+
+    def _resolve(
+        self, token: Token | str | None, hash_: str | None = None
+    ) -> tuple[str, Token | None]:
+        """The value an operation acts on and its stored record: an access or refresh token
+        of this issuer and client, whose kind routes the operation (its hint, its children),
+        or ``None`` when the value is not stored.
+
+        Exactly one of ``token`` (a ``Token`` or a value) and ``hash_`` (see ``_by_hash``;
+        ``TokenNotFoundError`` when it names no stored token). A value that is no stored
+        token but the hash of one is refused: a hash is never sent to the server as a token.
+        """
+        if token is None:
+            if hash_ is None:
+                raise InvalidArgumentError("give a token (or its value) or hash=, exactly one")
+            stored = self._by_hash(hash_)
+            if stored is None:
+                raise TokenNotFoundError(
+                    f"no stored token of this issuer and client with hash {hash_prefix(hash_)}"
+                )
+            return stored.value, stored
+        if hash_ is not None:
+            raise InvalidArgumentError("give a token (or its value) or hash=, exactly one")
         value = token.value if isinstance(token, Token) else token
-        stored = self.issuer.store.get(token_hash(value))
-        if stored is not None and stored.kind != self.kind:
-            stored = None
+        store = self.issuer.store
+        stored = self._mine(store.get(token_hash(value)))
+        if stored is None and is_token_hash(value) and self._mine(store.get(value)):
+            raise InvalidArgumentError(
+                f"{hash_prefix(value)}... is the hash of a stored token, not a token: "
+                "name it with hash="
+            )
         return value, stored
 
     @bounded
     def find_by_hash(self, hash_: str, *, timeout: float | None = None) -> Token | None:
-        """The stored token whose SHA-256 hash (hex) is ``hash_``."""
-        stored = self.issuer.store.get(hash_)
-        return stored if stored is not None and stored.kind == self.kind else None
+        """The stored access or refresh token of this issuer and client (of either kind: the
+        hash names one token) whose SHA-256 hash is ``hash_``, or a unique prefix of it of 8
+        or more hex digits; ``InvalidArgumentError`` for a prefix several tokens share."""
+        return self._by_hash(hash_)
 
     # --- register / introspect --------------------------------------------------------------
 
@@ -173,20 +256,27 @@ class _TokenManager:
         )
         iss.store.put(token)
         logger.debug("registered %s token %s", self.kind, token.short_hash)
+        iss.emit("registered", token.subject, token.scopes, token_hash=token.token_hash)
         return token
 
     @bounded
     def introspect(
-        self, token: Token | str, *, timeout: float | None = None
+        self,
+        token: Token | str | None = None,
+        *,
+        hash: str | None = None,
+        timeout: float | None = None,
     ) -> IntrospectionResult:
         """RFC 7662 introspection; a stored result younger than the interval is reused.
 
+        ``token`` is a ``Token`` or a value; ``hash=`` names a stored token by its hash (or a
+        unique prefix). A stored token is introspected with the hint of its stored kind.
         ``active: false`` marks the stored token unusable. A cached result is never used past
         the token's expiry.
         """
         iss = self.issuer
         now = iss.options.clock()
-        value, stored = self._resolve(token)
+        value, stored = self._resolve(token, hash)
         if (
             stored is not None
             and stored.introspection is not None
@@ -195,7 +285,7 @@ class _TokenManager:
             and (stored.expires_at is None or now < stored.expires_at)
         ):
             return IntrospectionResult.from_mapping(stored.introspection)
-        result = iss.introspect_value(value, _HINTS[self.kind])
+        result = iss.introspect_value(value, _HINTS[_kind(stored, self.kind)])
         if stored is not None:
             iss.store.put(
                 stored.replace(
@@ -210,26 +300,46 @@ class _TokenManager:
     # --- revoke / delete --------------------------------------------------------------------
 
     @bounded
-    def revoke(self, token: Token | str, *, timeout: float | None = None) -> None:
+    def revoke(
+        self,
+        token: Token | str | None = None,
+        *,
+        hash: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """RFC 7009 revocation; the token is first put on the local revocation list.
 
-        Revoking a refresh token also locally revokes the access tokens obtained with it
-        (RFC 7009 §2.1 lets the server do the same).
+        ``token`` is a ``Token`` or a value; ``hash=`` names a stored token by its hash (or a
+        unique prefix): its stored value is sent, never the hash. A stored token is revoked as
+        its stored kind (hint, children), whichever manager is asked. Revoking a refresh token
+        also locally revokes the access tokens obtained with it (RFC 7009 §2.1 lets the server
+        do the same). ``revoked`` events follow the server's acceptance.
         """
+        value, stored = self._resolve(token, hash)
+        self._revoke(value, stored)
+
+    def _revoke(self, value: str, stored: Token | None) -> None:
+        """``revoke`` of a resolved token (``_resolve``)."""
         iss = self.issuer
         now = iss.options.clock()
-        value, stored = self._resolve(token)
+        kind = _kind(stored, self.kind)
         hash_ = token_hash(value)
         until = now + iss.options.revoked_retention
         if stored is not None and stored.expires_at is not None:
             until = stored.expires_at
         iss.store.revoke(hash_, until)
-        if self.kind == "refresh" and stored is not None:
-            self._revoke_children(stored, now)
-        iss.revoke_value(value, _HINTS[self.kind])
-        logger.debug("revoked %s token %s", self.kind, hash_[:12])
+        children: list[Token] = []
+        if kind == "refresh" and stored is not None:
+            children = self._revoke_children(stored, now)
+        iss.revoke_value(value, _HINTS[kind])
+        logger.debug("revoked %s token %s", kind, hash_prefix(hash_))
+        subject, scopes = (None, None) if stored is None else (stored.subject, stored.scopes)
+        iss.emit("revoked", subject, scopes, token_hash=hash_)
+        for child in children:
+            iss.emit("revoked", child.subject, child.scopes, token_hash=child.token_hash)
 
-    def _revoke_children(self, refresh: Token, now: float) -> None:
+    def _revoke_children(self, refresh: Token, now: float) -> list[Token]:
+        """Put the access tokens of ``refresh``'s grant on the revocation list; return them."""
         query = TokenQuery(
             issuer=self.issuer.url,
             kind="access",
@@ -237,48 +347,69 @@ class _TokenManager:
             subject=refresh.subject or "",
         )
         page = self.issuer.store.list(query)
-        for child in page.items:
-            if belongs_to_grant(child, refresh):
-                until = child.expires_at or now + self.issuer.options.revoked_retention
-                self.issuer.store.revoke(child.token_hash, until)
+        children = [child for child in page.items if belongs_to_grant(child, refresh)]
+        for child in children:
+            until = child.expires_at or now + self.issuer.options.revoked_retention
+            self.issuer.store.revoke(child.token_hash, until)
+        return children
 
     @bounded
-    def delete(self, token: Token | str, *, timeout: float | None = None) -> bool:
-        """Remove a token locally; with ``revoke_on_delete`` revoke it at the server first.
+    def delete(
+        self,
+        token: Token | str | None = None,
+        *,
+        hash: str | None = None,
+        local_only: bool = False,
+        timeout: float | None = None,
+    ) -> bool:
+        """Remove a token locally; with ``revoke_on_delete`` (and not ``local_only``) revoke
+        it at the server first, as its stored kind (see ``revoke``).
 
-        Returns whether a stored token was removed. The token is removed locally even when the
-        revocation fails; then ``RevocationError`` is raised with the cause.
+        ``token`` is a ``Token`` or a value; ``hash=`` names a stored token by its hash (or a
+        unique prefix). Returns whether a stored token was removed (then a ``removed`` event
+        is emitted). The token is removed locally even when the revocation fails; then
+        ``RevocationError`` is raised with the cause.
         """
         iss = self.issuer
-        value, stored = self._resolve(token)
+        value, stored = self._resolve(token, hash)
         failure: OAuth2TokenManagerError | None = None
-        if iss.options.revoke_on_delete:
+        if iss.options.revoke_on_delete and not local_only:
             try:
-                self.revoke(value)
+                self._revoke(value, stored)
             except OAuth2TokenManagerError as exc:
                 failure = exc
-        removed = iss.store.delete(token_hash(value)) is not None or stored is not None
+        hash_ = token_hash(value)
+        deleted = iss.store.delete(hash_)
+        gone = stored if stored is not None else deleted
+        if gone is not None:
+            iss.emit("removed", gone.subject, gone.scopes, token_hash=hash_)
         if failure is not None:
             raise RevocationError(
-                f"{self.kind} token {token_hash(value)[:12]} was deleted locally "
+                f"{_kind(stored, self.kind)} token {hash_prefix(hash_)} was deleted locally "
                 "but not revoked at the server",
                 failure,
             )
-        return removed
+        return gone is not None
 
     @bounded
-    def delete_all(self, subject: str | None = None, *, timeout: float | None = None) -> int:
+    def delete_all(
+        self,
+        subject: str | None = None,
+        *,
+        local_only: bool = False,
+        timeout: float | None = None,
+    ) -> int:
         """Delete every token of ``subject`` (``None``: client credentials); return the count.
 
-        With ``revoke_on_delete`` each is revoked first; failures are collected and raised as
-        one ``RevocationError`` after every token was removed locally.
+        With ``revoke_on_delete`` (and not ``local_only``) each is revoked first; failures are
+        collected and raised as one ``RevocationError`` after every token was removed locally.
         """
         page = self.list(subject=subject)
         failures: list[OAuth2TokenManagerError] = []
         count = 0
         for token in page.items:
             try:
-                if self.delete(token):
+                if self.delete(token, local_only=local_only):
                     count += 1
             except RevocationError as exc:
                 count += 1
@@ -323,15 +454,19 @@ class _TokenManager:
     @bounded
     def update(
         self,
-        token: Token | str,
+        token: Token | str | None = None,
         *,
+        hash: str | None = None,
         scopes: Iterable[str] | None = _UNSET,
         expires_at: float | None = _UNSET,
         extra: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> Token:
-        """Change a stored token's scopes, expiry or extra metadata (merged); return it."""
-        value, stored = self._resolve(token)
+        """Change a stored token's scopes, expiry or extra metadata (merged); return it.
+
+        ``token`` is a ``Token`` or a value; ``hash=`` names it by its hash (or a unique
+        prefix)."""
+        value, stored = self._resolve(token, hash)
         if stored is None:
             raise TokenNotFoundError(f"no stored {self.kind} token {token_hash(value)[:12]}")
         changes: dict[str, Any] = {"updated_at": self.issuer.options.clock()}
@@ -347,18 +482,32 @@ class _TokenManager:
         return updated
 
     @bounded
-    def invalidate(self, token: Token | str, *, timeout: float | None = None) -> None:
-        """Mark a stored token unusable (a resource server refused it); it stays listed."""
+    def invalidate(
+        self,
+        token: Token | str | None = None,
+        *,
+        hash: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Mark a stored token unusable (a resource server refused it); it stays listed, and a
+        ``removed`` event says it is no longer handed out. ``token`` is a ``Token`` or a
+        value; ``hash=`` names it by its hash (or a unique prefix)."""
         iss = self.issuer
-        _, stored = self._resolve(token)
+        _, stored = self._resolve(token, hash)
         if stored is not None and stored.active:
             iss.store.put(stored.replace(active=False, updated_at=iss.options.clock()))
-            logger.debug("%s token %s marked unusable", self.kind, stored.short_hash)
+            logger.debug("%s token %s marked unusable", stored.kind, stored.short_hash)
+            iss.emit("removed", stored.subject, stored.scopes, token_hash=stored.token_hash)
 
     @bounded
     def expunge_expired(self, *, timeout: float | None = None) -> int:
-        """Remove expired tokens from the store; return how many."""
-        return self.issuer.store.expunge_expired(self.issuer.options.clock())
+        """Remove this manager's expired tokens (its kind, issuer and client) from the store;
+        return how many. Other issuers' and clients' tokens in a shared store are left alone
+        (a store-wide sweep is the store's own ``expunge_expired(now)``). A custom store whose
+        ``expunge_expired`` takes no ``query`` gets a listing of them and one ``delete`` each.
+        """
+        iss = self.issuer
+        return expunge_kind(iss.store, iss.url, self._client_id, self.kind, iss.options.clock())
 
 
 class AccessTokenManager(_TokenManager):

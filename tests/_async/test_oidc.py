@@ -21,6 +21,7 @@ from oauth2_token_manager import (
     AsyncIssuer,
     AsyncRefreshTokenManager,
     ClientConfig,
+    IDToken,
     IDTokenError,
     MemoryStore,
     MetadataError,
@@ -83,13 +84,15 @@ class Provider:
         return httpx.Response(200, json=self.token_body)
 
 
-def setup(clock: FakeClock, **client: Any) -> tuple[Provider, AsyncIssuer, AsyncClaimsManager]:
+def setup(
+    clock: FakeClock, store: MemoryStore | None = None, **client: Any
+) -> tuple[Provider, AsyncIssuer, AsyncClaimsManager]:
     provider = Provider(clock)
     issuer = AsyncIssuer(
         ISSUER,
         ClientConfig("client", "a-very-long-client-secret-for-hmac-256-use", **client),
         http=httpx.AsyncClient(transport=httpx.MockTransport(provider)),
-        store=MemoryStore(clock=clock),
+        store=store or MemoryStore(clock=clock),
         discovery=False,
         metadata=METADATA,
         clock=clock,
@@ -112,6 +115,27 @@ async def test_valid_id_token_is_stored_and_returned_even_expired(clock: FakeClo
     assert (await claims.get_id_token("alice")).value == value
     clock.advance(31 * 24 * 3600)
     await claims.expunge_expired()
+    with pytest.raises(TokenNotFoundError):
+        await claims.get_id_token("alice")
+
+
+async def test_expunge_expired_leaves_other_clients_records(clock: FakeClock) -> None:
+    """The claims manager's expunge removes its own client's ID tokens past retention and
+    leaves another client's expired ID token in the shared store."""
+    store = MemoryStore(clock=clock, retain_expired=3600)
+    provider, _issuer, claims = setup(clock, store)
+    await claims.register_id_token(provider.id_token(nonce="n"), nonce="n")
+    theirs = IDToken(
+        value="other-clients-id-token",
+        issuer=ISSUER,
+        client_id="other-client",
+        subject="alice",
+        expires_at=clock.now + 31 * 24 * 3600 - 100,  # expired, but within retain_expired
+    )
+    store.put(theirs)
+    clock.advance(31 * 24 * 3600)
+    assert await claims.expunge_expired() == 1
+    assert store.get(theirs.token_hash) == theirs
     with pytest.raises(TokenNotFoundError):
         await claims.get_id_token("alice")
 

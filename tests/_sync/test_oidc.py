@@ -20,6 +20,7 @@ from oauth2_token_manager import (
     AccessTokenManager,
     ClaimsManager,
     ClientConfig,
+    IDToken,
     IDTokenError,
     Issuer,
     MemoryStore,
@@ -84,13 +85,15 @@ class Provider:
         return httpx.Response(200, json=self.token_body)
 
 
-def setup(clock: FakeClock, **client: Any) -> tuple[Provider, Issuer, ClaimsManager]:
+def setup(
+    clock: FakeClock, store: MemoryStore | None = None, **client: Any
+) -> tuple[Provider, Issuer, ClaimsManager]:
     provider = Provider(clock)
     issuer = Issuer(
         ISSUER,
         ClientConfig("client", "a-very-long-client-secret-for-hmac-256-use", **client),
         http=httpx.Client(transport=httpx.MockTransport(provider)),
-        store=MemoryStore(clock=clock),
+        store=store or MemoryStore(clock=clock),
         discovery=False,
         metadata=METADATA,
         clock=clock,
@@ -113,6 +116,27 @@ def test_valid_id_token_is_stored_and_returned_even_expired(clock: FakeClock) ->
     assert (claims.get_id_token("alice")).value == value
     clock.advance(31 * 24 * 3600)
     claims.expunge_expired()
+    with pytest.raises(TokenNotFoundError):
+        claims.get_id_token("alice")
+
+
+def test_expunge_expired_leaves_other_clients_records(clock: FakeClock) -> None:
+    """The claims manager's expunge removes its own client's ID tokens past retention and
+    leaves another client's expired ID token in the shared store."""
+    store = MemoryStore(clock=clock, retain_expired=3600)
+    provider, _issuer, claims = setup(clock, store)
+    claims.register_id_token(provider.id_token(nonce="n"), nonce="n")
+    theirs = IDToken(
+        value="other-clients-id-token",
+        issuer=ISSUER,
+        client_id="other-client",
+        subject="alice",
+        expires_at=clock.now + 31 * 24 * 3600 - 100,  # expired, but within retain_expired
+    )
+    store.put(theirs)
+    clock.advance(31 * 24 * 3600)
+    assert claims.expunge_expired() == 1
+    assert store.get(theirs.token_hash) == theirs
     with pytest.raises(TokenNotFoundError):
         claims.get_id_token("alice")
 

@@ -244,7 +244,8 @@ def test_the_failure_cache_raises_a_fresh_error_naming_the_cached_outcome(
 
 
 def test_events_tell_what_happened(clock: FakeClock) -> None:
-    """obtained, rotated, refreshed, failed and removed events arrive with hashes only."""
+    """obtained, registered, rotated, refreshed, failed and removed events arrive with hashes
+    only."""
     events: list[TokenEvent] = []
     server = Server("ok", "rotate", httpx.Response(400, json={"error": "invalid_grant"}))
     issuer = make(server, clock, on_event=events.append)
@@ -256,8 +257,8 @@ def test_events_tell_what_happened(clock: FakeClock) -> None:
     with pytest.raises(InvalidGrant):
         access.get("bob", ["a"])
     kinds = [e.kind for e in events]
-    assert kinds == ["obtained", "rotated", "refreshed", "removed", "failed"]
-    rotated = events[1]
+    assert kinds == ["obtained", "registered", "rotated", "refreshed", "removed", "failed"]
+    rotated = events[2]
     assert rotated.previous_hash is not None and rotated.token_hash != rotated.previous_hash
     assert all("rt-" not in repr(e) and "at-" not in repr(e) for e in events)
 

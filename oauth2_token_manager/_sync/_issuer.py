@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -20,9 +21,10 @@ import httpx
 from .._client_auth import ClientConfig
 from .._config import IssuerOptions
 from .._events import EventKind, TokenEvent, emit
-from .._exceptions import OAuth2TokenManagerError, ResponseError, TransportError
+from .._exceptions import OAuth2TokenManagerError, ResponseError, StoreError, TransportError
 from .._grants import LockKey
 from .._metadata import ServerMetadata
+from .._models import GroupKey, Token
 from .._protocol import (
     IntrospectionResult,
     TokenResponse,
@@ -34,9 +36,9 @@ from .._protocol import (
     parse_token_response,
     revocation_form,
 )
-from .._retry import is_transient, reached_server, retry_after, retry_delay
+from .._retry import is_transient, persist_delay, reached_server, retry_after, retry_delay
 from .._stores import TokenStore, sync_store
-from .._synchronization import sync_sleep_from
+from .._synchronization import sync_shielded, sync_sleep_from
 from ._discovery import MetadataCache
 from ._http import read_bounded
 from ._id_tokens import IDTokens, JWTValidator
@@ -84,6 +86,9 @@ class Issuer:
         )
         self.locks: KeyedLocks[LockKey] = KeyedLocks()
         self._failures: dict[object, tuple[OAuth2TokenManagerError, float]] = {}
+        # Rotated refresh tokens a store outage kept from being stored: (spent hash, successor)
+        # per refresh group; the next refresh of the group writes it first (the manager's).
+        self.unsaved_rotations: dict[GroupKey, tuple[str, Token]] = {}
         self.jwks = JWKSCache(
             self.http,
             self.metadata_cache,
@@ -190,6 +195,30 @@ class Issuer:
         """RFC 7009 revocation of a token value."""
         raw = self._post("revocation_endpoint", revocation_form(value, hint))
         check_revocation_response(raw)
+
+    def persist(self, what: str, write: Callable[[], Any]) -> None:
+        """``write()``, a store write of an answer the server gave, shielded from the
+        caller's cancellation and deadline; a ``StoreError`` is retried with backoff (the
+        injected ``sleep``) for ``persist_timeout`` seconds (of ``monotonic``), then raised."""
+        sync_shielded(self._persist, what, write)
+
+    def _persist(self, what: str, write: Callable[[], Any]) -> None:
+        options = self.options
+        deadline = options.monotonic() + options.persist_timeout
+        attempt = 0
+        while True:
+            try:
+                write()
+                return
+            except StoreError as exc:
+                attempt += 1
+                delay = persist_delay(attempt, options.random)
+                if options.monotonic() + delay > deadline:
+                    raise
+                logger.warning(
+                    "storing %s failed (%s); retry %d in %.2f s", what, exc, attempt, delay
+                )
+                self._sleep(delay)
 
     # --- failure cache ----------------------------------------------------------------------
 

@@ -195,15 +195,19 @@ class AsyncIssuer:
         raw = await self._post("revocation_endpoint", revocation_form(value, hint))
         check_revocation_response(raw)
 
-    async def persist(self, what: str, write: Callable[[], Any]) -> None:
+    async def persist(
+        self, what: str, write: Callable[[], Any], deadline: float | None = None
+    ) -> None:
         """``await write()``, a store write of an answer the server gave, shielded from the
         caller's cancellation and deadline; a ``StoreError`` is retried with backoff (the
-        injected ``sleep``) for ``persist_timeout`` seconds (of ``monotonic``), then raised."""
-        await async_shielded(self._persist, what, write)
+        injected ``sleep``) until ``deadline`` (of ``monotonic``; default: ``persist_timeout``
+        from now), then raised. It is tried once at least."""
+        if deadline is None:
+            deadline = self.options.monotonic() + self.options.persist_timeout
+        await async_shielded(self._persist, what, write, deadline)
 
-    async def _persist(self, what: str, write: Callable[[], Any]) -> None:
+    async def _persist(self, what: str, write: Callable[[], Any], deadline: float) -> None:
         options = self.options
-        deadline = options.monotonic() + options.persist_timeout
         attempt = 0
         while True:
             try:

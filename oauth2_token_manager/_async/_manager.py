@@ -562,9 +562,10 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         memory and written first by the next refresh of its grant (``_decided``); the access
         token is served unstored (a later ``get`` obtains another)."""
         iss = self.issuer
+        deadline = iss.options.monotonic() + iss.options.persist_timeout  # one for the answer
         rotation = grant.replaces(response, now)
         if rotation is not None:
-            await self._rotate(*rotation)
+            await self._rotate(*rotation, deadline)
         id_claims: dict[str, Any] | None = None
         if response.id_token is not None and grant.keeps_id_token:
             try:
@@ -598,20 +599,22 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
                 await iss.id_tokens.keep(response.id_token, id_claims)
 
         try:
-            await iss.persist("the access token", write)
+            await iss.persist("the access token", write, deadline)
             logger.debug("stored access token %s", token.short_hash)
         except StoreError as exc:
             logger.warning("access token %s served but not stored: %s", token.short_hash, exc)
         iss.emit(grant.event, request.subject, token.scopes, token_hash=token.token_hash)
         return token
 
-    async def _rotate(self, spent: Token, successor: Token) -> None:
+    async def _rotate(self, spent: Token, successor: Token, deadline: float) -> None:
         """Store the rotated refresh token in place of ``spent`` (``persist``ed); a store that
         keeps failing leaves it in memory (``unsaved_rotations``), logged and emitted."""
         iss = self.issuer
         try:
             await iss.persist(
-                "the rotated refresh token", lambda: iss.store.replace(spent.token_hash, successor)
+                "the rotated refresh token",
+                lambda: iss.store.replace(spent.token_hash, successor),
+                deadline,
             )
         except StoreError as exc:
             iss.unsaved_rotations[successor.group] = (spent.token_hash, successor)

@@ -196,15 +196,17 @@ class Issuer:
         raw = self._post("revocation_endpoint", revocation_form(value, hint))
         check_revocation_response(raw)
 
-    def persist(self, what: str, write: Callable[[], Any]) -> None:
+    def persist(self, what: str, write: Callable[[], Any], deadline: float | None = None) -> None:
         """``write()``, a store write of an answer the server gave, shielded from the
         caller's cancellation and deadline; a ``StoreError`` is retried with backoff (the
-        injected ``sleep``) for ``persist_timeout`` seconds (of ``monotonic``), then raised."""
-        sync_shielded(self._persist, what, write)
+        injected ``sleep``) until ``deadline`` (of ``monotonic``; default: ``persist_timeout``
+        from now), then raised. It is tried once at least."""
+        if deadline is None:
+            deadline = self.options.monotonic() + self.options.persist_timeout
+        sync_shielded(self._persist, what, write, deadline)
 
-    def _persist(self, what: str, write: Callable[[], Any]) -> None:
+    def _persist(self, what: str, write: Callable[[], Any], deadline: float) -> None:
         options = self.options
-        deadline = options.monotonic() + options.persist_timeout
         attempt = 0
         while True:
             try:

@@ -561,9 +561,10 @@ class AccessTokenManager(_TokenManager):
         memory and written first by the next refresh of its grant (``_decided``); the access
         token is served unstored (a later ``get`` obtains another)."""
         iss = self.issuer
+        deadline = iss.options.monotonic() + iss.options.persist_timeout  # one for the answer
         rotation = grant.replaces(response, now)
         if rotation is not None:
-            self._rotate(*rotation)
+            self._rotate(*rotation, deadline)
         id_claims: dict[str, Any] | None = None
         if response.id_token is not None and grant.keeps_id_token:
             try:
@@ -597,20 +598,22 @@ class AccessTokenManager(_TokenManager):
                 iss.id_tokens.keep(response.id_token, id_claims)
 
         try:
-            iss.persist("the access token", write)
+            iss.persist("the access token", write, deadline)
             logger.debug("stored access token %s", token.short_hash)
         except StoreError as exc:
             logger.warning("access token %s served but not stored: %s", token.short_hash, exc)
         iss.emit(grant.event, request.subject, token.scopes, token_hash=token.token_hash)
         return token
 
-    def _rotate(self, spent: Token, successor: Token) -> None:
+    def _rotate(self, spent: Token, successor: Token, deadline: float) -> None:
         """Store the rotated refresh token in place of ``spent`` (``persist``ed); a store that
         keeps failing leaves it in memory (``unsaved_rotations``), logged and emitted."""
         iss = self.issuer
         try:
             iss.persist(
-                "the rotated refresh token", lambda: iss.store.replace(spent.token_hash, successor)
+                "the rotated refresh token",
+                lambda: iss.store.replace(spent.token_hash, successor),
+                deadline,
             )
         except StoreError as exc:
             iss.unsaved_rotations[successor.group] = (spent.token_hash, successor)

@@ -19,6 +19,8 @@ stored refresh token remains, which still works.
 from __future__ import annotations
 
 import contextlib
+import logging
+import multiprocessing
 import shutil
 import signal
 import socket
@@ -38,12 +40,15 @@ from _clock import FakeClock
 from conftest import recording_async_client
 
 from oauth2_token_manager import (
+    AccessTokenManager,
     AsyncAccessTokenManager,
     AsyncIssuer,
     AsyncRefreshTokenManager,
     ClientConfig,
     DiskStore,
     GroupKey,
+    Issuer,
+    RefreshTokenManager,
     StoreError,
 )
 from oauth2_token_manager._events import TokenEvent
@@ -407,3 +412,96 @@ async def test_a_stale_invalid_grant_is_retried_with_the_late_write(
     assert len(stored) == 1
     assert await AsyncRefreshTokenManager(b).get("alice")
     await issuers.close()
+
+
+class _Signal(logging.Handler):
+    """Puts ``message`` on ``queue`` the first time a record says a write is retried."""
+
+    def __init__(self, queue: Any, message: str) -> None:
+        super().__init__(logging.WARNING)
+        self.queue = queue
+        self.message = message
+        self.sent = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.sent and record.getMessage().startswith("storing the rotated refresh token"):
+            self.sent = True
+            self.queue.put(self.message)
+
+
+def _refresh_through_an_outage(
+    issuer_url: str, secret: str, redis_url: str, prefix: str, queue: Any, stopped: Any
+) -> None:
+    """Process A: refresh; when the answer arrives, let the parent stop Redis; report the
+    first failed write (the parent then starts Redis again) and the outcome."""
+    from oauth2_token_manager import RedisStore
+
+    logging.getLogger("oauth2_token_manager").addHandler(_Signal(queue, "write failed"))
+
+    def answered(response: httpx.Response) -> None:
+        if response.request.url.path.endswith("/token"):
+            response.read()
+            queue.put("answered")
+            stopped.wait(30)
+
+    store = RedisStore(url=redis_url, prefix=prefix)
+    issuer = Issuer(
+        issuer_url,
+        ClientConfig(CLIENT_ID, secret),
+        store=store,
+        http=httpx.Client(timeout=10, event_hooks={"response": [answered]}),
+        allow_insecure_loopback=True,
+    )
+    try:
+        token = AccessTokenManager(issuer).get("alice", ["api:read"])
+        queue.put(f"served {token.token_hash}")
+    except Exception as exc:
+        queue.put(f"failed {type(exc).__name__}")
+    issuer.close()
+    store.close()
+
+
+def test_outage_in_another_process_loses_nothing(
+    auth_server: AuthServer, restartable_redis: RestartableRedis
+) -> None:
+    """Process A refreshes; its redis-server is stopped as the rotated token arrives and
+    started again after A's first failed write: A stores the rotated token and serves its
+    caller, and this process (B) then refreshes with it: no invalid_grant, one grant."""
+    from oauth2_token_manager import RedisStore
+
+    prefix = f"m{uuid.uuid4().hex[:8]}:"
+    secret = auth_server.client_secret(CLIENT_ID) or ""
+    store = RedisStore(url=restartable_redis.url, prefix=prefix)
+    b = Issuer(
+        auth_server.issuer, ClientConfig(CLIENT_ID, secret), store=store,
+        allow_insecure_loopback=True,
+    )  # fmt: skip
+    tokens = obtain_refresh_token(auth_server, CLIENT_ID, scopes=SCOPES)
+    RefreshTokenManager(b).register(tokens["refresh_token"], subject="alice", auto_introspect=False)
+    ctx = multiprocessing.get_context("spawn")
+    queue, stopped = ctx.Queue(), ctx.Event()
+    child = ctx.Process(
+        target=_refresh_through_an_outage,
+        args=(auth_server.issuer, secret, restartable_redis.url, prefix, queue, stopped),
+    )
+    child.start()
+    try:
+        assert queue.get(timeout=60) == "answered"
+        restartable_redis.stop()
+        stopped.set()
+        assert queue.get(timeout=60) == "write failed"
+        restartable_redis.start()
+        outcome = queue.get(timeout=60)
+        child.join(60)
+    finally:
+        if child.is_alive():
+            child.kill()
+    assert outcome.startswith("served"), outcome
+    refresh = RefreshTokenManager(b)
+    stored = refresh.list(subject="alice").items
+    assert len(stored) == 1
+    token = AccessTokenManager(b).get("alice", ["openid"])  # a new scope: a refresh
+    assert token.value
+    assert refresh.get("alice").token_hash != stored[0].token_hash  # rotated once more
+    b.close()
+    store.close()

@@ -64,7 +64,7 @@ class IssuerOptions:
       ``monotonic``, so that backoff, ``Retry-After`` and lock waits take no real time.
     - ``monotonic``: seconds of a monotonic clock (the deadline of a store-lock wait).
     - ``persist_timeout``: how long storing a token answer that arrived may take, store errors
-      retried with backoff (doubling from 50 ms to 2 s), shielded from the caller's
+      retried with backoff (doubling from 50 ms to 0.5 s), shielded from the caller's
       cancellation and deadline: the server has answered, and a rotated refresh token is the
       grant itself. Past it, the refresh token is kept in memory and written first by the next
       refresh of its grant; the caller is served the access token it got.

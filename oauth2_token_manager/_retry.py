@@ -103,11 +103,12 @@ def retry_delay(
 
 
 PERSIST_FIRST_DELAY = 0.05
-PERSIST_MAX_DELAY = 2.0
+PERSIST_MAX_DELAY = 0.5
 
 
 def persist_delay(attempt: int, random: Callable[[], float]) -> float:
     """Seconds to wait before writing an answer again after ``attempt`` (1-based) failed
-    store writes: doubling from 50 ms up to 2 s, jittered to between half and all of it."""
+    store writes: doubling from 50 ms up to 0.5 s (a store that is back is written soon),
+    jittered to between half and all of it."""
     ceiling = min(PERSIST_MAX_DELAY, PERSIST_FIRST_DELAY * float(2 ** min(attempt - 1, 16)))
     return ceiling * (0.5 + random() / 2)

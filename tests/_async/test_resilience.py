@@ -388,3 +388,19 @@ async def test_persist_timeout_zero_tries_once(clock: FakeClock) -> None:
     store.failures = None
     assert (await AsyncAccessTokenManager(issuer).get("u", ["a"])).value == "at-1"
     assert clock.sleeps == []
+
+
+async def test_a_failing_unlock_does_not_fail_the_caller(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store error while giving the store lock back is logged (its lease frees the lock):
+    the caller still gets the token it obtained."""
+    store = LockingMemoryStore(clock, clock.monotonic)
+
+    def unlock(name: str, owner: str) -> None:
+        raise StoreError("token store failed: connection lost")
+
+    store.unlock = unlock  # type: ignore[method-assign]
+    token = await AsyncAccessTokenManager(make(Server("ok"), clock, store=store)).get(scopes=["a"])
+    assert token.value == "at-1"
+    assert "could not release the store lock" in caplog.text

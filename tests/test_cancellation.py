@@ -281,3 +281,37 @@ async def test_cancelled_refresh_loses_nothing_on_redis(
         pytest.skip("redis.asyncio runs on asyncio only")
     result = await sweep(auth_server, store_kinds(tmp_path, redis_server.url)["redis"], native)
     check(result, "redis", "asyncio" + ("-native" if native else ""))
+
+
+async def test_a_shielded_call_completes_and_the_cancellation_follows(
+    native: bool, anyio_backend: str
+) -> None:
+    """async_shielded runs its call to the end though the caller is cancelled meanwhile (an
+    anyio or trio cancel scope, asyncio's Task.cancel), then raises the cancellation."""
+    from oauth2_token_manager._synchronization import async_shielded
+
+    done: list[str] = []
+    cancel: list[Callable[[], None]] = []
+
+    async def work() -> str:
+        cancel[0]()
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        done.append("work")
+        return "result"
+
+    async def caller() -> None:
+        assert await async_shielded(work) == "result"
+        done.append("after")  # never: the cancellation is raised first
+
+    if native:
+        task = asyncio.ensure_future(caller())
+        cancel.append(task.cancel)
+        await asyncio.wait((task,))
+        assert task.cancelled()
+    else:
+        with anyio.CancelScope() as scope:
+            cancel.append(scope.cancel)
+            await caller()
+        assert scope.cancelled_caught
+    assert done == ["work"]

@@ -18,12 +18,8 @@ stored refresh token remains, which still works.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
-import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +33,7 @@ import httpx
 import pytest
 from _authserver import AuthServer, obtain_refresh_token
 from _clock import FakeClock
+from _redis_server import _free_port, _stop, redis_binary, redis_command, wait_until_ready
 from conftest import recording_async_client
 
 from oauth2_token_manager import (
@@ -74,14 +71,9 @@ class RestartableRedis:
     """A private redis-server with an append-only file, so that a restart keeps the data."""
 
     def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
+        self.binary = redis_binary()
         self.directory = directory
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,43 +81,20 @@ class RestartableRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        """Start it and wait until it answers PING."""
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.directory),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        """Start it on its port and wait until it answers PING."""
+        command = redis_command(
+            self.binary, self.port, self.directory, self.directory / "redis.log", append_only=True
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
-            ):
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
-                    return
-        raise RuntimeError("redis-server did not start")
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if not wait_until_ready(self.process, self.port):
+            raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:
-        """Stop it (SIGTERM: it writes its append-only file and exits)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=10)
+        """Stop it (SIGTERM: it syncs its append-only file and exits)."""
+        if self.process is not None:
+            _stop(self.process)
         self.process = None
 
 

@@ -69,6 +69,11 @@ class IssuerOptions:
       must be awaitable for an async issuer and plain for a sync one. Injected by tests, with
       ``monotonic``, so that backoff, ``Retry-After`` and lock waits take no real time.
     - ``monotonic``: seconds of a monotonic clock (the deadline of a store-lock wait).
+    - ``persist_timeout``: how long storing a token answer that arrived may take, store errors
+      retried with backoff (doubling from 50 ms to 0.5 s), shielded from the caller's
+      cancellation and deadline: the server has answered, and a rotated refresh token is the
+      grant itself. Past it, the refresh token is kept in memory and written first by the next
+      refresh of its grant; the caller is served the access token it got.
     """
 
     leeway: float = 60.0
@@ -96,6 +101,7 @@ class IssuerOptions:
     random: Callable[[], float] = random.random
     sleep: Sleep | AsyncSleep | None = None
     monotonic: Callable[[], float] = time.monotonic
+    persist_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.leeway < 0:
@@ -121,3 +127,5 @@ class IssuerOptions:
                 raise ConfigurationError(f"{name} must be a number of seconds")
             if not (math.isfinite(value) and value > 0):
                 raise ConfigurationError(f"{name} must be finite and > 0")
+        if not self.persist_timeout >= 0:
+            raise ConfigurationError("persist_timeout must be >= 0")

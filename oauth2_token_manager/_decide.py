@@ -56,6 +56,7 @@ __all__ = [
     "decide",
     "expiry_margin",
     "failure_plan",
+    "grant_moved_on",
     "is_usable",
     "marks",
     "select",
@@ -277,3 +278,12 @@ def failure_plan(
         remember=not dead and (refresh_ahead or is_transient(error)),
         serve_kept=refresh_ahead,
     )
+
+
+def grant_moved_on(spent: Token, stored: Sequence[Token]) -> bool:
+    """Whether ``stored`` (the refresh group as the store holds it now) shows that the grant
+    moved on past ``spent`` since it was read: ``spent`` is gone and another refresh token is
+    there (another process rotated it). Then an ``invalid_grant`` for ``spent`` is stale: the
+    refresh is tried once more with what is stored, instead of dropping the grant."""
+    hashes = {token.token_hash for token in stored}
+    return spent.token_hash not in hashes and bool(hashes)

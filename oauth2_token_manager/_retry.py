@@ -30,7 +30,14 @@ from ._exceptions import (
     TransportError,
 )
 
-__all__ = ["RetryPolicy", "is_transient", "reached_server", "retry_after", "retry_delay"]
+__all__ = [
+    "RetryPolicy",
+    "is_transient",
+    "persist_delay",
+    "reached_server",
+    "retry_after",
+    "retry_delay",
+]
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 _NOT_SENT_REASONS = ("ConnectError", "ConnectTimeout", "PoolTimeout")
@@ -101,3 +108,15 @@ def retry_delay(
         return server_delay if server_delay <= policy.max_retry_after else None
     ceiling = min(policy.max_delay, policy.base_delay * float(2 ** (retry - 1)))
     return float(random() * ceiling)
+
+
+PERSIST_FIRST_DELAY = 0.05
+PERSIST_MAX_DELAY = 0.5
+
+
+def persist_delay(attempt: int, random: Callable[[], float]) -> float:
+    """Seconds to wait before writing an answer again after ``attempt`` (1-based) failed
+    store writes: doubling from 50 ms up to 0.5 s (a store that is back is written soon),
+    jittered to between half and all of it."""
+    ceiling = min(PERSIST_MAX_DELAY, PERSIST_FIRST_DELAY * float(2 ** min(attempt - 1, 16)))
+    return ceiling * (0.5 + random() / 2)

@@ -11,16 +11,21 @@ maps one onto the other; everything built on them is written once, in ``_async/`
   (the running event loop), nothing for thread locks.
 - ``AsyncBackground`` / ``Background``: call a function every ``interval`` seconds while a block
   runs (lease renewal), in a task / a daemon thread.
+- ``async_shielded`` / ``sync_shielded``: run a call to its end even when the caller is
+  cancelled meanwhile (storing an answer the server gave, releasing a lock); the caller's
+  cancellation is raised when it is done. Plain calls in sync code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -36,9 +41,11 @@ __all__ = [
     "Lock",
     "Sleep",
     "async_loop_identity",
+    "async_shielded",
     "async_sleep",
     "async_sleep_from",
     "sync_loop_identity",
+    "sync_shielded",
     "sync_sleep",
     "sync_sleep_from",
 ]
@@ -50,6 +57,8 @@ AsyncSleep = Callable[[float], Awaitable[None]]
 """An awaitable sleep such as ``anyio.sleep``: how an async issuer and its store lock wait."""
 
 logger = logging.getLogger("oauth2_token_manager")
+
+T = TypeVar("T")
 
 
 class AsyncLock:
@@ -182,6 +191,44 @@ def async_loop_identity() -> object:
 def sync_loop_identity() -> object:
     """Thread locks work across threads: one identity for all."""
     return None
+
+
+async def async_shielded(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await fn(*args)`` run to its end even if the caller is cancelled meanwhile; then the
+    caller's cancellation (if any) is raised, else the call's result or error.
+
+    anyio and trio cancel scopes are held off by ``anyio.CancelScope(shield=True)``. A native
+    asyncio cancellation (``asyncio.wait_for``, ``Task.cancel``) goes through anyio's shield,
+    so on asyncio the call runs in its own task, awaited until it is done.
+    """
+    try:
+        asyncio.current_task()
+    except RuntimeError:  # not asyncio (trio): its cancel scopes are all there is
+        with anyio.CancelScope(shield=True):
+            result = await fn(*args)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result
+    cancelled: BaseException | None = None
+    with anyio.CancelScope(shield=True):
+        task = asyncio.ensure_future(fn(*args))
+        while not task.done():
+            try:
+                await asyncio.wait((task,))  # a cancelled wait leaves the task running
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning(
+                "a shielded call failed after its caller was cancelled: %r", task.exception()
+            )
+        raise cancelled
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    return task.result()
+
+
+def sync_shielded(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``: a thread is never cancelled (the twin of ``async_shielded``)."""
+    return fn(*args)
 
 
 class AsyncBackground:

@@ -269,8 +269,11 @@ def _switch_off(mechanism: str, overlap: Any) -> None:
     the store; ``renewal``: never renew a held lock's lease), and hold every token request
     until all callers have one ready (``overlap``, a barrier), so that the requests that the
     mechanism would have kept apart surely overlap."""
+    from _mechanisms import without_grant_reread
+
     from oauth2_token_manager._sync._locks import StoreLock
 
+    without_grant_reread()  # it would hide the failure from the callers (see there)
     if mechanism == "store-lock":
         StoreLock.acquire = lambda self, wait=True: True  # type: ignore[method-assign]
         StoreLock.release = lambda self: None  # type: ignore[method-assign]

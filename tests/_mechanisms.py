@@ -16,7 +16,9 @@ import pytest
 
 from oauth2_token_manager import AsyncIssuer, Issuer
 from oauth2_token_manager._async import _locks as async_locks
+from oauth2_token_manager._async import _manager as async_manager
 from oauth2_token_manager._sync import _locks as sync_locks
+from oauth2_token_manager._sync import _manager as sync_manager
 
 
 def _free(*args: Any, **kwargs: Any) -> contextlib.nullcontext[None]:
@@ -82,3 +84,20 @@ def without_waiter_cleanup(monkeypatch: pytest.MonkeyPatch) -> None:
         self._entry = entry
 
     monkeypatch.setattr(async_locks._AsyncHeld, "__aenter__", enter)
+
+
+def without_grant_reread(monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    """An ``invalid_grant`` drops the refresh token without reading the store again first (no
+    retry with a token another caller stored meanwhile). The proofs of the locks switch it off
+    too: it would serve the losers of a race the locks exist to prevent, hiding the failure
+    from the callers (the server still counts every ``invalid_grant``). Without
+    ``monkeypatch`` (in a child process) the change is for good."""
+
+    def never(spent: Any, stored: Any) -> bool:
+        return False
+
+    for module in (async_manager, sync_manager):
+        if monkeypatch is None:
+            module.grant_moved_on = never  # type: ignore[attr-defined]
+        else:
+            monkeypatch.setattr(module, "grant_moved_on", never)

@@ -74,47 +74,68 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=5)
 
 
-@contextlib.contextmanager
-def start_redis_server(attempts: int = 3) -> Iterator[RedisServer]:
-    """Start a private server, yield it, terminate it (retrying if its port was taken)."""
+def redis_binary() -> str:
+    """The ``redis-server`` binary (``RuntimeError`` when it is not on ``PATH``)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
             "the Redis tests need the redis-server binary on PATH: "
             "apt-get install redis-server (Debian/Ubuntu)"
         )
+    return binary
+
+
+def redis_command(
+    binary: str, port: int, directory: Path, log: Path, *, append_only: bool = False
+) -> list[str]:
+    """The command line of a private server; ``append_only``: its data survives a restart
+    (every write synced to the append-only file in ``directory``)."""
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if append_only else [
+        "--appendonly", "no"
+    ]  # fmt: skip
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        *persistence,
+        "--daemonize",
+        "no",
+        "--dir",
+        str(directory),
+        "--logfile",
+        str(log),
+    ]
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], port: int) -> bool:
+    """Poll ``PING`` until the server answers (True), exits, or ``_START_TIMEOUT`` passes."""
+    deadline = time.monotonic() + _START_TIMEOUT
+    while process.poll() is None and time.monotonic() < deadline:
+        if _pings(port):
+            return True
+        time.sleep(_POLL_INTERVAL)
+    return False
+
+
+@contextlib.contextmanager
+def start_redis_server(attempts: int = 3) -> Iterator[RedisServer]:
+    """Start a private server, yield it, terminate it (retrying if its port was taken)."""
+    binary = redis_binary()
     with tempfile.TemporaryDirectory(prefix="oauth2tm-redis-") as directory:
         log = Path(directory) / "redis.log"
         for _ in range(attempts):
             port = _free_port()
-            command = [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                directory,
-                "--logfile",
-                str(log),
-            ]
+            command = redis_command(binary, port, Path(directory), log)
             with open(log.with_suffix(".err"), "ab") as errors:
                 process = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
                 )
             try:
-                deadline = time.monotonic() + _START_TIMEOUT
-                while process.poll() is None and time.monotonic() < deadline:
-                    if _pings(port):
-                        break
-                    time.sleep(_POLL_INTERVAL)
-                else:
+                if not wait_until_ready(process, port):
                     if process.poll() is None:
                         raise RuntimeError(
                             f"redis-server did not answer PING on port {port} "

@@ -28,7 +28,7 @@ from _concurrency import (
     run_threads,
     store_factory,
 )
-from _mechanisms import without_keyed_locks
+from _mechanisms import without_grant_reread, without_keyed_locks
 from _redis_server import RedisServer, redis_server  # noqa: F401
 
 from oauth2_token_manager import AsyncIssuer, Issuer
@@ -84,6 +84,7 @@ def test_asyncio_tasks_off(rotating_server: AuthServer, monkeypatch: pytest.Monk
         return await request_token(self, *args, **kwargs)
 
     without_keyed_locks(monkeypatch)
+    without_grant_reread(monkeypatch)
     monkeypatch.setattr(AsyncIssuer, "request_token", overlapping)
     check_fails(run_tasks(rotating_server, callers=20, scope_sets=1), 20)
 
@@ -99,6 +100,7 @@ def test_threads_off(rotating_server: AuthServer, monkeypatch: pytest.MonkeyPatc
         return request_token(self, *args, **kwargs)
 
     without_keyed_locks(monkeypatch)
+    without_grant_reread(monkeypatch)
     monkeypatch.setattr(Issuer, "request_token", overlapping)
     check_fails(run_threads(rotating_server, callers=16, scope_sets=1), 16)
 

@@ -21,6 +21,7 @@ from oauth2_token_manager import (
 from oauth2_token_manager._retry import (
     RetryPolicy,
     is_transient,
+    persist_delay,
     reached_server,
     retry_after,
     retry_delay,
@@ -71,6 +72,14 @@ def test_retry_delay_backs_off_with_jitter_and_bounds() -> None:
     assert retry_delay(policy, 1, 31, lambda: 1.0) is None
 
 
+def test_persist_delay_doubles_up_to_half_a_second() -> None:
+    """Store-write retries wait 50 ms, 100 ms, ... up to 0.5 s, jittered to half or more."""
+    assert [persist_delay(n, lambda: 1.0) for n in (1, 2, 3, 4, 5, 100)] == [
+        0.05, 0.1, 0.2, 0.4, 0.5, 0.5
+    ]  # fmt: skip
+    assert persist_delay(1, lambda: 0.0) == 0.025
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -82,6 +91,8 @@ def test_retry_delay_backs_off_with_jitter_and_bounds() -> None:
         {"refresh_ahead": 1.5},
         {"failure_cache": -1},
         {"lock_lease": 0},
+        {"persist_timeout": -1},
+        {"persist_timeout": float("nan")},
     ],
 )
 def test_invalid_options_are_rejected(options: dict[str, object]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -24,11 +25,13 @@ from .._exceptions import (
     DeadlineExceededError,
     OAuth2TokenManagerError,
     ResponseError,
+    StoreError,
     TransportError,
     cached_outcome,
 )
 from .._grants import LockKey
 from .._metadata import ServerMetadata
+from .._models import GroupKey, Token
 from .._protocol import (
     IntrospectionResult,
     TokenResponse,
@@ -40,9 +43,9 @@ from .._protocol import (
     parse_token_response,
     revocation_form,
 )
-from .._retry import is_transient, reached_server, retry_after, retry_delay
+from .._retry import is_transient, persist_delay, reached_server, retry_after, retry_delay
 from .._stores import AsyncTokenStore, TokenStore, async_store
-from .._synchronization import async_sleep_from
+from .._synchronization import async_shielded, async_sleep_from
 from ._discovery import AsyncMetadataCache
 from ._http import read_bounded
 from ._id_tokens import AsyncIDTokens, AsyncJWTValidator
@@ -90,6 +93,9 @@ class AsyncIssuer:
         )
         self.locks: AsyncKeyedLocks[LockKey] = AsyncKeyedLocks()
         self._failures: dict[object, tuple[OAuth2TokenManagerError, float]] = {}
+        # Rotated refresh tokens a store outage kept from being stored: (spent hash, successor)
+        # per refresh group; the next refresh of the group writes it first (the manager's).
+        self.unsaved_rotations: dict[GroupKey, tuple[str, Token]] = {}
         self.jwks = AsyncJWKSCache(
             self.http,
             self.metadata_cache,
@@ -203,6 +209,34 @@ class AsyncIssuer:
         """RFC 7009 revocation of a token value."""
         raw = await self._post("revocation_endpoint", revocation_form(value, hint))
         check_revocation_response(raw)
+
+    async def persist(
+        self, what: str, write: Callable[[], Any], deadline: float | None = None
+    ) -> None:
+        """``await write()``, a store write of an answer the server gave, shielded from the
+        caller's cancellation and deadline; a ``StoreError`` is retried with backoff (the
+        injected ``sleep``) until ``deadline`` (of ``monotonic``; default: ``persist_timeout``
+        from now), then raised. It is tried once at least."""
+        if deadline is None:
+            deadline = self.options.monotonic() + self.options.persist_timeout
+        await async_shielded(self._persist, what, write, deadline)
+
+    async def _persist(self, what: str, write: Callable[[], Any], deadline: float) -> None:
+        options = self.options
+        attempt = 0
+        while True:
+            try:
+                await write()
+                return
+            except StoreError as exc:
+                attempt += 1
+                delay = persist_delay(attempt, options.random)
+                if options.monotonic() + delay > deadline:
+                    raise
+                logger.warning(
+                    "storing %s failed (%s); retry %d in %.2f s", what, exc, attempt, delay
+                )
+                await self._sleep(delay)
 
     # --- failure cache ----------------------------------------------------------------------
 

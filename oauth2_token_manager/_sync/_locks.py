@@ -27,6 +27,7 @@ from .._synchronization import (
     Lock,
     Sleep,
     sync_loop_identity,
+    sync_shielded,
     sync_sleep,
 )
 
@@ -157,36 +158,56 @@ class StoreLock:
         self._renewal: Background | None = None
 
     def acquire(self, *, wait: bool = True) -> bool:
-        """Take the lock; ``False`` only when ``wait`` is off and it is busy."""
+        """Take the lock; ``False`` only when ``wait`` is off and it is busy.
+
+        Interrupted (cancelled, or a store error) after the store may have granted the lock,
+        it gives the lock back (shielded) before the interruption goes on: a cancelled
+        caller leaves no lock for the next one to wait out."""
         if not hasattr(self._store, "try_lock"):
             return True
         left = time_left()
         limit = self._timeout if left is None else min(left, self._timeout)
         deadline = self._monotonic() + limit
-        while not self._store.try_lock(self._name, self._owner, self._lease):
-            if not wait:
-                return False
-            if self._monotonic() > deadline:
-                if limit < self._timeout:
-                    raise DeadlineExceededError(
-                        f"waiting for the store lock {self._name[:12]} (held by another process)"
+        try:
+            while not self._store.try_lock(self._name, self._owner, self._lease):
+                if not wait:
+                    return False
+                if self._monotonic() > deadline:
+                    if limit < self._timeout:
+                        raise DeadlineExceededError(
+                            f"waiting for the store lock {self._name[:12]} "
+                            "(held by another process)"
+                        )
+                    raise StoreError(
+                        f"the store lock {self._name[:12]} stayed busy for {self._timeout:g} s"
                     )
-                raise StoreError(
-                    f"the store lock {self._name[:12]} stayed busy for {self._timeout:g} s"
-                )
-            self._sleep(self._poll * (0.5 + self._jitter()))
-        self._renewal = Background(self._renew, self._lease / 3)
-        self._renewal.__enter__()
+                self._sleep(self._poll * (0.5 + self._jitter()))
+            self._renewal = Background(self._renew, self._lease / 3)
+            self._renewal.__enter__()
+        except BaseException:
+            self._renewal = None
+            sync_shielded(self._unlock)
+            raise
         return True
 
     def _renew(self) -> None:
         if not self._store.renew_lock(self._name, self._owner, self._lease):
             logger.warning("lost the store lock %s (lease ran out)", self._name[:12])
 
+    def _unlock(self) -> None:
+        """Unlock; a store error is logged (the lease frees the lock), never raised."""
+        try:
+            self._store.unlock(self._name, self._owner)
+        except StoreError as exc:
+            logger.warning("could not release the store lock %s: %s", self._name[:12], exc)
+
     def release(self) -> None:
-        """Give the lock back (only if this owner still holds it)."""
-        if self._renewal is None:
+        """Give the lock back (only if this owner still holds it), on every path: the store
+        call is shielded from cancellation (anyio, trio and asyncio)."""
+        renewal, self._renewal = self._renewal, None
+        if renewal is None:
             return
-        self._renewal.__exit__(None, None, None)
-        self._renewal = None
-        self._store.unlock(self._name, self._owner)
+        try:
+            renewal.__exit__(None, None, None)
+        finally:
+            sync_shielded(self._unlock)

@@ -31,10 +31,12 @@ from .._decide import (
     UseToken,
     decide,
     failure_plan,
+    grant_moved_on,
     select,
     select_refresh,
 )
 from .._exceptions import (
+    IDTokenError,
     InvalidArgumentError,
     OAuth2TokenManagerError,
     ResponseError,
@@ -601,9 +603,15 @@ class AccessTokenManager(_TokenManager):
                 raise failure
             return self._decided(request, (key,))
 
-    def _decided(self, request: TokenRequest, held: tuple[LockKey, ...]) -> AccessToken:
+    def _decided(
+        self, request: TokenRequest, held: tuple[LockKey, ...], *, again: bool = True
+    ) -> AccessToken:
         """Decide with what the store holds now; take the next lock the decision names and
-        decide again (a waiter uses what the winner stored), or, holding them all, act."""
+        decide again (a waiter uses what the winner stored), or, holding them all, act.
+
+        Holding them all, a rotated refresh token this process could not store before (a
+        store outage longer than ``persist_timeout``) is written first, and the decision is
+        made again with it. ``again``: an ``invalid_grant`` may still be retried once."""
         iss = self.issuer
         options = iss.options
         now = options.clock()
@@ -619,11 +627,33 @@ class AccessTokenManager(_TokenManager):
             raise TokenNotFoundError(decision.reason)
         lock = next((key for key in decision.locks if key not in held), None)
         if lock is None:
-            return self._act(request, decision, now)
+            if refresh_group is not None and self._write_unsaved(refresh_group):
+                return self._decided(request, held, again=again)
+            return self._act(request, decision, now, held, again)
         with iss.lock(lock):
-            return self._decided(request, (*held, lock))
+            return self._decided(request, (*held, lock), again=again)
 
-    def _act(self, request: TokenRequest, decision: Obtain, now: float) -> AccessToken:
+    def _write_unsaved(self, group: GroupKey) -> bool:
+        """Store the rotated refresh token of ``group`` kept in memory, if any (see ``_rotate``);
+        whether there was one. A store still failing raises ``StoreError``: it stays kept."""
+        iss = self.issuer
+        unsaved = iss.unsaved_rotations.get(group)
+        if unsaved is None:
+            return False
+        spent_hash, successor = unsaved
+        iss.persist("a rotated refresh token", lambda: iss.store.replace(spent_hash, successor))
+        iss.unsaved_rotations.pop(group, None)
+        logger.info("rotated refresh token %s stored after a store failure", successor.short_hash)
+        return True
+
+    def _act(
+        self,
+        request: TokenRequest,
+        decision: Obtain,
+        now: float,
+        held: tuple[LockKey, ...],
+        again: bool,
+    ) -> AccessToken:
         """Execute the decision's grant: request, then store what the answer says."""
         grant = decision.grant
         try:
@@ -631,12 +661,12 @@ class AccessTokenManager(_TokenManager):
                 grant.form(), grant.expected_scopes, replay_safe=grant.replay_safe
             )
         except (ResponseError, TransportError) as exc:
-            return self._failed(request, decision, exc, grant)
+            return self._failed(request, decision, exc, grant, held, again)
         try:
             with suspended():  # the answer arrived: keeping it is not cut by the deadline
                 return self._keep(request, grant, response, now)
         except (ResponseError, TransportError) as exc:
-            return self._failed(request, decision, exc, None)
+            return self._failed(request, decision, exc, None, held, again)
 
     def _failed(
         self,
@@ -644,13 +674,31 @@ class AccessTokenManager(_TokenManager):
         decision: Obtain,
         error: ResponseError | TransportError,
         grant: Grant | None,
+        held: tuple[LockKey, ...],
+        again: bool,
     ) -> AccessToken:
-        """Do what ``failure_plan`` says; raise ``error`` unless a kept token is served."""
+        """Do what ``failure_plan`` says; raise ``error`` unless a kept token is served.
+
+        Before a refresh token rejected with ``invalid_grant`` is dropped, the store is read
+        again: if another process rotated the grant meanwhile (its write came late, after a
+        store outage), the refresh is tried once more with the stored refresh token."""
         iss = self.issuer
         options = iss.options
         plan = failure_plan(error, grant, decision.keep, now=options.clock(), leeway=options.leeway)
         spent = decision.grant.spends
         if plan.drop_spent and spent is not None:
+            refresh_group = request.refresh_group
+            if (
+                again
+                and refresh_group is not None
+                and grant_moved_on(spent, iss.store.find(refresh_group, None))
+            ):
+                logger.info(
+                    "refresh token %s rejected (invalid_grant), but its grant was rotated "
+                    "meanwhile: refreshing with the stored one",
+                    spent.short_hash,
+                )
+                return self._decided(request, held, again=False)
             logger.info("refresh token %s rejected (invalid_grant): removed", spent.short_hash)
             iss.store.delete(spent.token_hash)
             self._drop_grant(spent)
@@ -666,27 +714,38 @@ class AccessTokenManager(_TokenManager):
     def _keep(
         self, request: TokenRequest, grant: Grant, response: TokenResponse, now: float
     ) -> AccessToken:
-        """Store what a successful answer brings: a rotated refresh token first, then the
-        access token and the ID token (validated before anything is stored, Core §12.2)."""
+        """Store what a successful answer brings: a rotated refresh token first, at once,
+        then the access token and the ID token; every write is ``persist``ed (shielded from
+        cancellation, store errors retried for ``persist_timeout``).
+
+        The rotated refresh token is stored before the ID token is validated (which reads the
+        previous ID token and may fetch the JWK Set): the server has spent the old one, so the
+        new one is the grant, and a caller cancelled (or a JWKS fetch failing) during the
+        validation must not lose it. Core §12.2 still holds: the ID token, and the access
+        token it came with, are stored and served only once it is valid. An ID token found
+        invalid (``IDTokenError``) refuses the whole answer, its refresh token included: the
+        rotation is undone (the store is as if the answer never came, fail closed, as
+        before this order) and the error raised.
+
+        A store that fails for all of ``persist_timeout``: the rotated refresh token is kept in
+        memory and written first by the next refresh of its grant (``_decided``); the access
+        token is served unstored (a later ``get`` obtains another)."""
         iss = self.issuer
-        id_claims: dict[str, Any] | None = None
-        if response.id_token is not None and grant.keeps_id_token:
-            previous = iss.id_tokens.latest(request.subject)
-            id_claims = iss.jwt.validate_id_token(
-                response.id_token, previous=previous.claims if previous is not None else None
-            )
+        deadline = iss.options.monotonic() + iss.options.persist_timeout  # one for the answer
         rotation = grant.replaces(response, now)
         if rotation is not None:
-            spent, successor = rotation
-            iss.store.replace(spent.token_hash, successor)
-            logger.debug("refresh token %s rotated to %s", spent.short_hash, successor.short_hash)
-            iss.emit(
-                "rotated",
-                spent.subject,
-                spent.scopes,
-                token_hash=successor.token_hash,
-                previous_hash=spent.token_hash,
-            )
+            self._rotate(*rotation, deadline)
+        id_claims: dict[str, Any] | None = None
+        if response.id_token is not None and grant.keeps_id_token:
+            try:
+                previous = iss.id_tokens.latest(request.subject)
+                id_claims = iss.jwt.validate_id_token(
+                    response.id_token, previous=previous.claims if previous is not None else None
+                )
+            except IDTokenError:
+                if rotation is not None:
+                    self._unrotate(*rotation)
+                raise
         introspection = None
         if response.expires_in is None:
             introspection = self._introspect_for_expiry(response.access_token)
@@ -702,12 +761,63 @@ class AccessTokenManager(_TokenManager):
             introspection=introspection,
             grant_id=grant.grant_id,
         )
-        iss.store.put(token)
-        logger.debug("stored access token %s", token.short_hash)
-        if response.id_token is not None and id_claims is not None:
-            iss.id_tokens.keep(response.id_token, id_claims)
+
+        def write() -> None:
+            iss.store.put(token)
+            if response.id_token is not None and id_claims is not None:
+                iss.id_tokens.keep(response.id_token, id_claims)
+
+        try:
+            iss.persist("the access token", write, deadline)
+            logger.debug("stored access token %s", token.short_hash)
+        except StoreError as exc:
+            logger.warning("access token %s served but not stored: %s", token.short_hash, exc)
         iss.emit(grant.event, request.subject, token.scopes, token_hash=token.token_hash)
         return token
+
+    def _rotate(self, spent: Token, successor: Token, deadline: float) -> None:
+        """Store the rotated refresh token in place of ``spent`` (``persist``ed); a store that
+        keeps failing leaves it in memory (``unsaved_rotations``), logged and emitted."""
+        iss = self.issuer
+        try:
+            iss.persist(
+                "the rotated refresh token",
+                lambda: iss.store.replace(spent.token_hash, successor),
+                deadline,
+            )
+        except StoreError as exc:
+            iss.unsaved_rotations[successor.group] = (spent.token_hash, successor)
+            logger.error(
+                "rotated refresh token %s kept in memory, not stored (%s): the next refresh "
+                "of its grant writes it first",
+                successor.short_hash,
+                exc,
+            )
+            iss.emit("failed", spent.subject, spent.scopes, error=exc)
+            return
+        logger.debug("refresh token %s rotated to %s", spent.short_hash, successor.short_hash)
+        iss.emit(
+            "rotated",
+            spent.subject,
+            spent.scopes,
+            token_hash=successor.token_hash,
+            previous_hash=spent.token_hash,
+        )
+
+    def _unrotate(self, spent: Token, successor: Token) -> None:
+        """Undo ``_rotate`` for an answer refused after it (an invalid ID token)."""
+        iss = self.issuer
+        if iss.unsaved_rotations.pop(successor.group, None) is not None:
+            return
+        try:
+            iss.persist(
+                "the refused answer's undoing",
+                lambda: iss.store.replace(successor.token_hash, spent),
+            )
+        except StoreError as exc:
+            logger.error(
+                "refresh token %s of a refused answer stays stored: %s", successor.short_hash, exc
+            )
 
     def _introspect_for_expiry(self, value: str) -> IntrospectionResult | None:
         """Introspection of a new access token whose answer had no ``expires_in`` (``None``

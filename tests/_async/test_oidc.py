@@ -25,6 +25,7 @@ from oauth2_token_manager import (
     IDTokenError,
     MemoryStore,
     MetadataError,
+    OAuth2TokenManagerError,
     TokenNotFoundError,
     TokenQuery,
     UserinfoError,
@@ -52,6 +53,7 @@ class Provider:
         self.userinfo_type = "application/json"
         self.token_body: dict[str, Any] = {}
         self.jwks_body: bytes | None = None
+        self.jwks_status = 200
 
     def rotate(self, kid: str) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": kid, "alg": "RS256"})
@@ -72,6 +74,8 @@ class Provider:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request.url.path)
         if request.url.path == "/jwks":
+            if self.jwks_status != 200:
+                return httpx.Response(self.jwks_status)
             if self.jwks_body is not None:
                 return httpx.Response(200, content=self.jwks_body)
             return httpx.Response(200, json={"keys": [self.key.as_dict(private=False)]})
@@ -344,6 +348,32 @@ async def test_id_token_with_duplicate_claims_is_refused(clock: FakeClock) -> No
     with pytest.raises(IDTokenError, match="payload is ambiguous JSON"):
         await claims.register_id_token(value)
     assert await stored(issuer, "id") == 0
+
+
+async def test_a_rotation_survives_a_failing_jwks_fetch(clock: FakeClock) -> None:
+    """A refresh whose answer rotates the refresh token, with an ID token whose keys cannot be
+    fetched (JWKS 503), fails; the rotated token is stored all the same (the server spent the
+    old one) and the next refresh uses it."""
+    provider, issuer, _ = setup(clock)
+    refresh = AsyncRefreshTokenManager(issuer)
+    await refresh.register("rt-1", subject="alice", scopes=["openid"], auto_introspect=False)
+    provider.token_body = {
+        "access_token": "at-2",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "refresh_token": "rt-2",
+        "id_token": provider.id_token(),
+    }
+    provider.jwks_status = 503
+    with pytest.raises(OAuth2TokenManagerError):
+        await AsyncAccessTokenManager(issuer).get("alice", ["openid"])
+    assert (await refresh.get("alice")).value == "rt-2"
+    assert await stored(issuer, "access") == 0  # not served nor stored without a valid ID token
+    provider.jwks_status = 200
+    clock.advance(3)  # past the failure cache
+    provider.token_body = {**provider.token_body, "access_token": "at-3", "refresh_token": "rt-3"}
+    assert (await AsyncAccessTokenManager(issuer).get("alice", ["openid"])).value == "at-3"
+    assert (await refresh.get("alice")).value == "rt-3"
 
 
 async def test_refreshed_id_token_must_keep_the_subject(clock: FakeClock) -> None:

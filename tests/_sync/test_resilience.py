@@ -345,3 +345,94 @@ def test_a_store_lock_that_stays_busy_is_a_store_error(clock: FakeClock) -> None
         AccessTokenManager(issuer).get(scopes=["a"])
     assert 40 < clock.monotonic() - start < 40.1
     assert server.forms == []
+
+
+class FlakyStore(MemoryStore):
+    """A ``MemoryStore`` whose writes (``put``, ``replace``) fail with ``StoreError`` the next
+    ``failures`` times (``None``: until ``failures`` is set again)."""
+
+    def __init__(self, clock: FakeClock, failures: int | None) -> None:
+        super().__init__(clock=clock)
+        self.failures = failures
+
+    def _fault(self) -> None:
+        if self.failures is None:
+            raise StoreError("token store failed: the database is locked")
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("token store failed: the database is locked")
+
+    def put(self, token: Any) -> None:
+        self._fault()
+        super().put(token)
+
+    def replace(self, old_hash: str, new: Any) -> None:
+        self._fault()
+        super().replace(old_hash, new)
+
+
+def test_a_failing_store_write_of_a_rotation_is_retried_with_backoff(
+    clock: FakeClock,
+) -> None:
+    """A rotated refresh token whose write fails (StoreError) is written again after a
+    doubling backoff on the injected sleep, and stored: nothing is lost."""
+    store = FlakyStore(clock, 0)
+    server = Server("rotate")
+    issuer = make(server, clock, store=store, random=lambda: 1.0)
+    RefreshTokenManager(issuer).register("rt-0", subject="u", auto_introspect=False)
+    store.failures = 3
+    token = AccessTokenManager(issuer).get("u", ["a"])
+    assert token.value == "at-1"
+    assert clock.sleeps == [0.05, 0.1, 0.2]
+    assert (RefreshTokenManager(issuer).get("u")).value == "rt-1"
+
+
+def test_a_store_down_past_persist_timeout_serves_and_keeps_the_rotation(
+    clock: FakeClock,
+) -> None:
+    """A store failing for all of persist_timeout: the caller gets its access token, the
+    rotated refresh token is kept in memory (a "failed" event) and written first by the next
+    refresh, which then uses it (never the spent one)."""
+    store = FlakyStore(clock, 0)
+    server = Server("rotate")
+    events: list[TokenEvent] = []
+    issuer = make(server, clock, store=store, random=lambda: 1.0, on_event=events.append)
+    RefreshTokenManager(issuer).register("rt-0", subject="u", auto_introspect=False)
+    store.failures = None
+    start = clock.monotonic()
+    token = AccessTokenManager(issuer).get("u", ["a"])
+    assert token.value == "at-1"
+    assert 29 < clock.monotonic() - start <= 30  # one bound for the whole answer
+    assert [e.kind for e in events] == ["failed", "refreshed"]
+    assert isinstance(events[0].error, StoreError)
+    store.failures = 0
+    clock.advance(1000)  # at-1 (never stored) would have expired anyway
+    assert (AccessTokenManager(issuer).get("u", ["a"])).value == "at-2"
+    assert [form["refresh_token"] for form in server.forms] == ["rt-0", "rt-1"]
+    assert (RefreshTokenManager(issuer).get("u")).value == "rt-2"
+
+
+def test_persist_timeout_zero_tries_once(clock: FakeClock) -> None:
+    """persist_timeout=0: one write attempt, no backoff; the token is still served."""
+    store = FlakyStore(clock, 0)
+    issuer = make(Server("rotate"), clock, store=store, persist_timeout=0)
+    RefreshTokenManager(issuer).register("rt-0", subject="u", auto_introspect=False)
+    store.failures = None
+    assert (AccessTokenManager(issuer).get("u", ["a"])).value == "at-1"
+    assert clock.sleeps == []
+
+
+def test_a_failing_unlock_does_not_fail_the_caller(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store error while giving the store lock back is logged (its lease frees the lock):
+    the caller still gets the token it obtained."""
+    store = LockingMemoryStore(clock, clock.monotonic)
+
+    def unlock(name: str, owner: str) -> None:
+        raise StoreError("token store failed: connection lost")
+
+    store.unlock = unlock  # type: ignore[method-assign]
+    token = AccessTokenManager(make(Server("ok"), clock, store=store)).get(scopes=["a"])
+    assert token.value == "at-1"
+    assert "could not release the store lock" in caplog.text

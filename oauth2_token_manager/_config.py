@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
+from ._arguments import option
 from ._events import TokenEvent
 from ._exceptions import ConfigurationError
 from ._retry import RetryPolicy
@@ -91,6 +92,13 @@ class IssuerOptions:
     monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # every duration: a finite number >= 0
+            if field.type == "float":
+                option(field.name, getattr(self, field.name))
+        if isinstance(self.max_response_bytes, bool) or not isinstance(
+            self.max_response_bytes, int
+        ):
+            raise ConfigurationError("max_response_bytes must be an integer")
         if self.leeway < 0:
             raise ConfigurationError("leeway must be >= 0")
         if self.scope_match not in ("exact", "superset"):

@@ -21,6 +21,15 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, cast
 
+from .._arguments import (
+    check_list,
+    check_lookup,
+    check_registration,
+    check_subject,
+    check_text,
+    check_token,
+    check_update,
+)
 from .._config import ANY, AnyType
 from .._decide import (
     Fail,
@@ -33,6 +42,7 @@ from .._decide import (
     select_refresh,
 )
 from .._exceptions import (
+    InvalidArgumentError,
     OAuth2TokenManagerError,
     ResponseError,
     RevocationError,
@@ -99,6 +109,7 @@ class _AsyncTokenManager:
 
     async def _resolve(self, token: Token | str) -> tuple[str, Token | None]:
         """The token's value and its stored record (if any)."""
+        check_token(token)
         value = token.value if isinstance(token, Token) else token
         stored = await self.issuer.store.get(token_hash(value))
         if stored is not None and stored.kind != self.kind:
@@ -107,6 +118,7 @@ class _AsyncTokenManager:
 
     async def find_by_hash(self, hash_: str) -> Token | None:
         """The stored token whose SHA-256 hash (hex) is ``hash_``."""
+        check_text("hash_", hash_, optional=False)
         stored = await self.issuer.store.get(hash_)
         return stored if stored is not None and stored.kind == self.kind else None
 
@@ -132,10 +144,23 @@ class _AsyncTokenManager:
         too, since the server would reject it. ``resource`` applies to access tokens only: a
         refresh token serves every resource of its grant (RFC 8707 §2.2).
         """
-        if resource is not None and self.kind == "refresh":
-            raise ValueError("resource applies to access tokens; refresh tokens serve any resource")
         iss = self.issuer
         now = iss.options.clock()
+        scope_set, expires_at = check_registration(
+            value,
+            subject=subject,
+            scopes=scopes,
+            expires_at=expires_at,
+            expires_in=expires_in,
+            token_type=token_type,
+            resource=resource,
+            extra=extra,
+            now=now,
+        )
+        if resource is not None and self.kind == "refresh":
+            raise InvalidArgumentError(
+                "resource applies to access tokens; refresh tokens serve any resource"
+            )
         hash_ = token_hash(value)
         try:
             revoked = await iss.store.is_revoked(hash_)
@@ -145,8 +170,6 @@ class _AsyncTokenManager:
             ) from exc
         if revoked:
             raise TokenRevokedError(f"token {hash_[:12]} was revoked and cannot be registered")
-        if expires_at is None and expires_in is not None:
-            expires_at = now + expires_in
         introspection: IntrospectionResult | None = None
         if auto_introspect is None:
             auto_introspect = iss.options.auto_introspect
@@ -158,7 +181,7 @@ class _AsyncTokenManager:
             issuer=iss.url,
             client_id=self._client_id,
             subject=subject,
-            scopes=normalize(scopes)[0] if scopes is not None else None,
+            scopes=scope_set,
             expires_at=expires_at,
             token_type=token_type,
             resource=resource,
@@ -262,6 +285,7 @@ class _AsyncTokenManager:
         With ``revoke_on_delete`` each is revoked first; failures are collected and raised as
         one ``RevocationError`` after every token was removed locally.
         """
+        check_subject(subject)
         page = await self.list(subject=subject)
         failures: list[OAuth2TokenManagerError] = []
         count = 0
@@ -293,6 +317,7 @@ class _AsyncTokenManager:
     ) -> Page:
         """Stored tokens of this kind, newest first. ``subject=None``: client credentials;
         ``client_id`` defaults to this client (``ANY`` lists every client's)."""
+        check_list(subject, client_id, status, offset, limit, ANY)
         query = TokenQuery(
             issuer=self.issuer.url,
             kind=self.kind,
@@ -316,6 +341,7 @@ class _AsyncTokenManager:
         extra: Mapping[str, Any] | None = None,
     ) -> Token:
         """Change a stored token's scopes, expiry or extra metadata (merged); return it."""
+        check_update(token, scopes, expires_at, extra, _UNSET)
         value, stored = await self._resolve(token)
         if stored is None:
             raise TokenNotFoundError(f"no stored {self.kind} token {token_hash(value)[:12]}")
@@ -366,6 +392,7 @@ class AsyncAccessTokenManager(_AsyncTokenManager):
         or obtained with the client-credentials grant; else ``TokenNotFoundError``. Errors of
         the server are raised as they are, never replaced by "not found".
         """
+        check_lookup(subject, resource, match)
         iss = self.issuer
         options = iss.options
         if scopes is None:
@@ -568,6 +595,7 @@ class AsyncRefreshTokenManager(_AsyncTokenManager):
 
     async def get(self, subject: str, scopes: Iterable[str] | None = None) -> RefreshToken:
         """A stored usable refresh token of ``subject`` that covers ``scopes`` (no I/O)."""
+        check_subject(subject, optional=False)
         iss = self.issuer
         want = normalize(scopes)[0] if scopes is not None else None
         found = select_refresh(

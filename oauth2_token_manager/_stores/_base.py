@@ -38,6 +38,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+from .._arguments import option
 from .._models import GroupKey, Token, TokenKind
 
 __all__ = [
@@ -132,9 +133,7 @@ class ExpiringStore:
     clock deadlines are judged by (the wall clock, epoch seconds, unless one is injected)."""
 
     def __init__(self, retain_expired: float, clock: Callable[[], float]) -> None:
-        if not retain_expired >= 0:
-            raise ValueError("retain_expired must be a non-negative number of seconds")
-        self._retain = float(retain_expired)
+        self._retain = option("retain_expired", retain_expired)
         self._clock = clock
 
     @property

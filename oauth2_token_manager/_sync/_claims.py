@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import httpx
 
+from .._arguments import check_subject, check_text
 from .._exceptions import TokenNotFoundError, UserinfoError
 from .._json import JSONDocumentError, describe, loads_object
 from .._models import GroupKey, IDToken, UserinfoRecord
@@ -46,11 +47,13 @@ class ClaimsManager:
     def register_id_token(self, id_token: str, *, nonce: str | None = None) -> IDToken:
         """Validate an ID token (signature, iss, aud/azp, exp, iat, nonce) and keep it as its
         subject's latest; ``IDTokenError`` and nothing stored when it is not valid."""
+        check_text("id_token", id_token, optional=False)
         claims = self.issuer.jwt.validate_id_token(id_token, nonce=nonce)
         return self.issuer.id_tokens.keep(id_token, claims)
 
     def get_id_token(self, subject: str) -> IDToken:
         """The subject's latest ID token, even expired (for ``id_token_hint`` at logout)."""
+        check_subject(subject, optional=False)
         token = self.issuer.id_tokens.latest(subject)
         if token is None:
             raise TokenNotFoundError(f"no ID token for subject {subject!r}")
@@ -59,6 +62,7 @@ class ClaimsManager:
     def userinfo(self, subject: str) -> dict[str, Any]:
         """Ask the userinfo endpoint now (with a valid access token of the subject), validate
         and keep the answer; return its claims."""
+        check_subject(subject, optional=False)
         iss = self.issuer
         metadata = iss.metadata()
         url = metadata.endpoint("userinfo_endpoint")
@@ -121,6 +125,7 @@ class ClaimsManager:
     def get_claims(self, subject: str) -> dict[str, Any]:
         """The subject's claims: the latest ID token's (less protocol claims) merged with
         userinfo, which is asked again when older than ``min_userinfo_refresh_interval``."""
+        check_subject(subject, optional=False)
         iss = self.issuer
         id_token = iss.id_tokens.latest(subject)
         found = iss.store.find(self._userinfo_group(subject), None)
@@ -140,6 +145,7 @@ class ClaimsManager:
 
     def delete_all(self, subject: str) -> int:
         """Forget the subject's ID tokens and userinfo; return how many records went."""
+        check_subject(subject, optional=False)
         removed = 0
         groups = (self.issuer.id_tokens.group(subject), self._userinfo_group(subject))
         for group in groups:

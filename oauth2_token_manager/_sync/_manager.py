@@ -22,6 +22,15 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, cast
 
+from .._arguments import (
+    check_list,
+    check_lookup,
+    check_registration,
+    check_subject,
+    check_text,
+    check_token,
+    check_update,
+)
 from .._config import ANY, AnyType
 from .._decide import (
     Fail,
@@ -34,6 +43,7 @@ from .._decide import (
     select_refresh,
 )
 from .._exceptions import (
+    InvalidArgumentError,
     OAuth2TokenManagerError,
     ResponseError,
     RevocationError,
@@ -100,6 +110,7 @@ class _TokenManager:
 
     def _resolve(self, token: Token | str) -> tuple[str, Token | None]:
         """The token's value and its stored record (if any)."""
+        check_token(token)
         value = token.value if isinstance(token, Token) else token
         stored = self.issuer.store.get(token_hash(value))
         if stored is not None and stored.kind != self.kind:
@@ -108,6 +119,7 @@ class _TokenManager:
 
     def find_by_hash(self, hash_: str) -> Token | None:
         """The stored token whose SHA-256 hash (hex) is ``hash_``."""
+        check_text("hash_", hash_, optional=False)
         stored = self.issuer.store.get(hash_)
         return stored if stored is not None and stored.kind == self.kind else None
 
@@ -133,10 +145,23 @@ class _TokenManager:
         too, since the server would reject it. ``resource`` applies to access tokens only: a
         refresh token serves every resource of its grant (RFC 8707 §2.2).
         """
-        if resource is not None and self.kind == "refresh":
-            raise ValueError("resource applies to access tokens; refresh tokens serve any resource")
         iss = self.issuer
         now = iss.options.clock()
+        scope_set, expires_at = check_registration(
+            value,
+            subject=subject,
+            scopes=scopes,
+            expires_at=expires_at,
+            expires_in=expires_in,
+            token_type=token_type,
+            resource=resource,
+            extra=extra,
+            now=now,
+        )
+        if resource is not None and self.kind == "refresh":
+            raise InvalidArgumentError(
+                "resource applies to access tokens; refresh tokens serve any resource"
+            )
         hash_ = token_hash(value)
         try:
             revoked = iss.store.is_revoked(hash_)
@@ -146,8 +171,6 @@ class _TokenManager:
             ) from exc
         if revoked:
             raise TokenRevokedError(f"token {hash_[:12]} was revoked and cannot be registered")
-        if expires_at is None and expires_in is not None:
-            expires_at = now + expires_in
         introspection: IntrospectionResult | None = None
         if auto_introspect is None:
             auto_introspect = iss.options.auto_introspect
@@ -159,7 +182,7 @@ class _TokenManager:
             issuer=iss.url,
             client_id=self._client_id,
             subject=subject,
-            scopes=normalize(scopes)[0] if scopes is not None else None,
+            scopes=scope_set,
             expires_at=expires_at,
             token_type=token_type,
             resource=resource,
@@ -263,6 +286,7 @@ class _TokenManager:
         With ``revoke_on_delete`` each is revoked first; failures are collected and raised as
         one ``RevocationError`` after every token was removed locally.
         """
+        check_subject(subject)
         page = self.list(subject=subject)
         failures: list[OAuth2TokenManagerError] = []
         count = 0
@@ -294,6 +318,7 @@ class _TokenManager:
     ) -> Page:
         """Stored tokens of this kind, newest first. ``subject=None``: client credentials;
         ``client_id`` defaults to this client (``ANY`` lists every client's)."""
+        check_list(subject, client_id, status, offset, limit, ANY)
         query = TokenQuery(
             issuer=self.issuer.url,
             kind=self.kind,
@@ -317,6 +342,7 @@ class _TokenManager:
         extra: Mapping[str, Any] | None = None,
     ) -> Token:
         """Change a stored token's scopes, expiry or extra metadata (merged); return it."""
+        check_update(token, scopes, expires_at, extra, _UNSET)
         value, stored = self._resolve(token)
         if stored is None:
             raise TokenNotFoundError(f"no stored {self.kind} token {token_hash(value)[:12]}")
@@ -367,6 +393,7 @@ class AccessTokenManager(_TokenManager):
         or obtained with the client-credentials grant; else ``TokenNotFoundError``. Errors of
         the server are raised as they are, never replaced by "not found".
         """
+        check_lookup(subject, resource, match)
         iss = self.issuer
         options = iss.options
         if scopes is None:
@@ -569,6 +596,7 @@ class RefreshTokenManager(_TokenManager):
 
     def get(self, subject: str, scopes: Iterable[str] | None = None) -> RefreshToken:
         """A stored usable refresh token of ``subject`` that covers ``scopes`` (no I/O)."""
+        check_subject(subject, optional=False)
         iss = self.issuer
         want = normalize(scopes)[0] if scopes is not None else None
         found = select_refresh(

@@ -15,6 +15,7 @@ from ._config import ANY, IssuerOptions
 from ._events import TokenEvent
 from ._exceptions import (
     ConfigurationError,
+    CorruptEntryError,
     HTTPStatusError,
     IDTokenError,
     InsecureEndpointError,
@@ -84,6 +85,7 @@ __all__ = [
     "ClaimsManager",
     "ClientConfig",
     "ConfigurationError",
+    "CorruptEntryError",
     "DiskStore",
     "GroupKey",
     "HTTPStatusError",

@@ -28,12 +28,14 @@ contain a token value or a client secret: tokens are named by a short SHA-256 pr
     ├── TokenRevokedError             the token is on the local revocation list
     ├── RevocationError               ``delete`` removed the token locally, revocation failed
     └── StoreError                    the local store failed (I/O, corruption, wrong format)
+        └── CorruptEntryError         a stored entry cannot be parsed (not damaged I/O or keys)
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "CorruptEntryError",
     "HTTPStatusError",
     "IDTokenError",
     "InsecureEndpointError",
@@ -225,3 +227,10 @@ class RevocationError(OAuth2TokenManagerError):
 
 class StoreError(OAuth2TokenManagerError):
     """The local token store failed or holds data it cannot read."""
+
+
+class CorruptEntryError(StoreError):
+    """A stored entry is not one the library writes: not JSON, nested too deeply, a number
+    beyond the float range or not finite, a missing or ill-typed field. ``delete`` and
+    ``expunge_expired`` remove such entries; a corrupt revocation entry reads as "revoked".
+    (An entry encrypted with a key the store lacks is not corrupt: it is never removed.)"""

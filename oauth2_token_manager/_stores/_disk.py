@@ -35,12 +35,18 @@ from typing import Any
 
 import diskcache
 
-from .._exceptions import StoreError
+from .._exceptions import CorruptEntryError, StoreError
 from .._models import GroupKey, Token, token_from_dict
 from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, EncryptingStore, make_cipher
 from ._kv import KVStore
 
 __all__ = ["DiskStore", "default_directory"]
+
+
+def _no_constant(name: str) -> Any:
+    """``parse_constant`` of stored entries: ``NaN`` and ``Infinity`` are not JSON."""
+    raise ValueError("not a JSON number")
+
 
 _DB_NAME = "cache.db"  # diskcache's file name
 _DB_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
@@ -307,9 +313,11 @@ class DiskStore(KVStore, EncryptingStore):
     @staticmethod
     def _loads(text: str | bytes) -> Any:
         try:
-            return json.loads(text)
-        except ValueError:
-            raise StoreError("the token store holds an entry that is not valid JSON") from None
+            return json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            raise CorruptEntryError(
+                "the token store holds an entry that is not valid JSON"
+            ) from None
 
     def _read(self, key: Any) -> Any:
         try:
@@ -327,7 +335,10 @@ class DiskStore(KVStore, EncryptingStore):
             if expire <= 0:
                 self._remove(key)
                 return
-        text = json.dumps(value, separators=(",", ":"))
+        try:
+            text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # never write what cannot be read back (Infinity is not JSON)
+            raise StoreError("a token entry is not storable: a number is not finite") from None
         try:
             self._cache.set(key, text, expire=expire)
         except _DB_ERRORS as exc:
@@ -377,7 +388,7 @@ class DiskStore(KVStore, EncryptingStore):
             if isinstance(raw, list):
                 raise StoreError(NOT_ENCRYPTED)
             if not isinstance(raw, dict):
-                raise StoreError("stored token entry is malformed: not an encrypted entry")
+                raise CorruptEntryError("stored token entry is malformed: not an encrypted entry")
             raw = self._loads(self._cipher.open(raw.get("key_id"), raw.get("encrypted")))
         elif isinstance(raw, dict) and "encrypted" in raw:
             raise StoreError(ENCRYPTED_WITHOUT_KEY)
@@ -386,10 +397,10 @@ class DiskStore(KVStore, EncryptingStore):
     @staticmethod
     def _decode_plain(raw: Any) -> tuple[Token, ...]:
         if not isinstance(raw, list):
-            raise StoreError("stored token entry is malformed: not a list")
+            raise CorruptEntryError("stored token entry is malformed: not a list")
         return tuple(token_from_dict(item) for item in raw)
 
     def _decode_ref(self, raw: Any) -> str:
         if not isinstance(raw, str) or not raw.startswith("x:"):
-            raise StoreError("stored hash entry is malformed")
+            raise CorruptEntryError("stored hash entry is malformed")
         return raw

@@ -24,7 +24,7 @@ from _loop_driven import LoopDriven
 from _redis_server import RedisServer, redis_server  # noqa: F401
 from store_contract import FakeClock, StoreContract, hashes, make_token
 
-from oauth2_token_manager._exceptions import StoreError, TokenRevokedError
+from oauth2_token_manager._exceptions import CorruptEntryError, StoreError, TokenRevokedError
 from oauth2_token_manager._models import Token
 from oauth2_token_manager._stores import TokenQuery, TokenStore
 from oauth2_token_manager._stores._async_redis import AsyncRedisStore
@@ -524,12 +524,25 @@ async def test_async_connection_failure_raises_store_error() -> None:
             assert "ConnectionError" in str(caught.value)
 
 
-@pytest.mark.parametrize("bad", [b"{not json", b"[1, 2]", b'"text"', b'[{"kind": "access"}]', b"7"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'"text"',
+        b'[{"kind": "access"}]',
+        b"7",
+        b"[" * 100_000 + b"]" * 100_000,
+        b"1" + b"0" * 400,
+        b"NaN",
+    ],
+    ids=["not-json", "ints", "text", "missing-fields", "seven", "deep", "huge-int", "nan"],
+)
 def test_corrupt_exact_entry_raises_store_error(
     store_factory: Any, client: redis.Redis, clock: FakeClock, bad: bytes
 ) -> None:
-    """An unreadable exact entry raises ``StoreError`` from reads and writes; a failing write
-    changes nothing (the script checks before it writes)."""
+    """An unreadable exact entry raises ``StoreError`` (never ``RecursionError``) from reads
+    and writes, ``list`` skips it; a failing write changes nothing (the script checks first)."""
     store = store_factory(clock=clock)
     token = make_token()
     store.put(token)
@@ -540,10 +553,9 @@ def test_corrupt_exact_entry_raises_store_error(
         store.find(token.group, "read")
     with pytest.raises(StoreError):
         store.find(token.group, None)
-    with pytest.raises(StoreError):
+    with pytest.raises(CorruptEntryError):
         store.get(token.token_hash)
-    with pytest.raises(StoreError):
-        store.list(TokenQuery())
+    assert store.list(TokenQuery()).items == []
     with pytest.raises(StoreError):
         store.put(make_token())
     with pytest.raises(StoreError):
@@ -553,11 +565,11 @@ def test_corrupt_exact_entry_raises_store_error(
     assert {k: client.dump(k) for k in keys_of(client, store.prefix)} == before
 
 
-@pytest.mark.parametrize("kind", ["g", "h", "r"])
+@pytest.mark.parametrize("kind", ["g", "h"])
 def test_corrupt_index_entry_raises_store_error(
     store_factory: Any, client: redis.Redis, clock: FakeClock, kind: str
 ) -> None:
-    """A malformed group, hash or revocation entry raises ``StoreError`` where it is read."""
+    """A malformed group or hash entry raises ``StoreError`` where it is read."""
     store = store_factory(clock=clock)
     token, revoked = make_token(), make_token()
     store.put(token)
@@ -580,6 +592,28 @@ def test_corrupt_index_entry_raises_store_error(
             store.put(revoked)
         else:
             store.put(token.replace(updated_at=5.0))
+
+
+@pytest.mark.parametrize("bad", ["garbage", "nan", "NaN", "-nan", "inf", "", "1e400"])
+def test_corrupt_revocation_means_revoked(
+    store_factory: Any, client: redis.Redis, clock: FakeClock, bad: str
+) -> None:
+    """An unreadable revocation entry reads as revoked (fail closed) in Python and in the
+    put script; ``revoke`` replaces it with a readable one."""
+    store = store_factory(clock=clock)
+    token = make_token()
+    store.revoke(token.token_hash, clock.now + 60)
+    [rkey] = [k for k in keys_of(client, store.prefix) if k.startswith(store.prefix + "r:")]
+    client.set(rkey, bad, keepttl=True)
+    assert store.is_revoked(token.token_hash)
+    with pytest.raises(TokenRevokedError):
+        store.put(token)
+    store.revoke(token.token_hash, clock.now + 60)
+    assert client.get(rkey) not in (bad, bad.encode())
+    clock.advance(61)
+    assert not store.is_revoked(token.token_hash)
+    store.put(token)
+    assert store.get(token.token_hash) == token
 
 
 def test_wrong_redis_type_raises_store_error(store_factory: Any, client: redis.Redis) -> None:
@@ -844,7 +878,8 @@ def test_dangling_references_read_as_absent(
 def test_corrupt_group_record_raises_store_error(
     store_factory: Any, client: redis.Redis, clock: FakeClock, damage: str
 ) -> None:
-    """The group's own record (what ``list`` filters on) malformed or missing: ``StoreError``."""
+    """The group's own record (what ``list`` filters on) malformed or missing: ``list`` skips
+    the group; a write that needs it raises ``StoreError``."""
     store = store_factory(clock=clock)
     token = make_token()
     store.put(token)
@@ -853,8 +888,7 @@ def test_corrupt_group_record_raises_store_error(
         client.hdel(gkey, "group")
     else:
         client.hset(gkey, "group", "{oops" if damage == "not json" else "[1, 2, 3, 4, 5]")
-    with pytest.raises(StoreError):
-        store.list(TokenQuery())
+    assert store.list(TokenQuery()).items == []
     if damage == "missing":
         with pytest.raises(StoreError):
             store.put(make_token(updated_at=3.0))

@@ -35,6 +35,7 @@ Sync stores are usable by the async managers through ``AsyncStoreAdapter`` (``_a
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -52,6 +53,7 @@ __all__ = [
     "alive",
     "newest_first",
     "page_of",
+    "report_unreadable",
 ]
 
 TokenStatus = Literal["valid", "expired", "all"]
@@ -126,6 +128,14 @@ def alive(token: Token, retain_expired: float, now: float) -> bool:
     later, or its expiry is unknown. Stores return no token past its deadline."""
     expires_at = token.expires_at
     return expires_at is None or expires_at + retain_expired > now
+
+
+def report_unreadable(what: str, count: int) -> None:
+    """One warning for the unreadable entries an operation skipped or removed."""
+    if count:
+        logging.getLogger("oauth2_token_manager").warning(
+            "%s %d unreadable store entries", what, count
+        )
 
 
 class ExpiringStore:

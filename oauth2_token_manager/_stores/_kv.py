@@ -40,7 +40,15 @@ from typing import Any
 from .._arguments import finite, is_finite_number
 from .._exceptions import CorruptEntryError, TokenRevokedError
 from .._models import GroupKey, Token, hash_prefix, is_token_hash
-from ._base import ExpiringStore, Page, TokenQuery, alive, newest_first, page_of
+from ._base import (
+    ExpiringStore,
+    Page,
+    TokenQuery,
+    alive,
+    newest_first,
+    page_of,
+    report_unreadable,
+)
 
 __all__ = ["KVStore"]
 
@@ -59,12 +67,6 @@ def _latest(deadlines: Iterable[float | None]) -> float | None:
             return None
         latest = max(latest, deadline)
     return latest
-
-
-def _report_unreadable(what: str, count: int) -> None:
-    """One warning for the unreadable entries an operation skipped or removed."""
-    if count:
-        logger.warning("%s %d unreadable store entries", what, count)
 
 
 class KVStore(ExpiringStore, abc.ABC):
@@ -391,7 +393,7 @@ class KVStore(ExpiringStore, abc.ABC):
                     for token in tokens:
                         if alive(token, self._retain, now) and query.matches(token):
                             matches.append(token)
-        _report_unreadable("list skipped", unreadable)
+        report_unreadable("list skipped", unreadable)
         return page_of(matches, query)
 
     def expunge_expired(self, now: float) -> int:
@@ -429,5 +431,5 @@ class KVStore(ExpiringStore, abc.ABC):
                     removed += len(expired)
                     self._save_entry(group, scope_key, xkey, kept)
                     self._drop_refs(expired, xkey)
-        _report_unreadable("expunge_expired removed", unreadable)
+        report_unreadable("expunge_expired removed", unreadable)
         return removed

@@ -239,7 +239,7 @@ local function revoked(h)
   local v = redis.call('GET', P .. 'r:' .. h)
   if not v then return false end
   local u = tonumber(v)
-  if not u then fail('stored revocation entry is malformed') end
+  if not u or u ~= u then return true end  -- unreadable: revoked (fail closed)
   return u > NOW
 end
 
@@ -364,9 +364,8 @@ local untl = tonumber(ARGV[6])
 unlink(h)
 local cur = redis.call('GET', P .. 'r:' .. h)
 if cur then
-  local c = tonumber(cur)
-  if not c then fail('stored revocation entry is malformed') end
-  if c > untl then untl = c end
+  local c = tonumber(cur)  -- an unreadable one is replaced
+  if c and c > untl and c < math.huge then untl = c end
 end
 flush()
 if untl > NOW then store(P .. 'r:' .. h, fmt(untl), untl) end

@@ -82,6 +82,8 @@ class ClientConfig:
             raise UnsupportedAuthMethodError(f"{self.auth_method} needs a client_secret")
         if self.auth_method == "private_key_jwt" and not self.private_key:
             raise UnsupportedAuthMethodError("private_key_jwt needs a private_key")
+        if self.client_secret is not None and not isinstance(self.client_secret, str):
+            raise UnsupportedAuthMethodError("client_secret must be a string")
         option("assertion_lifetime", self.assertion_lifetime)
         if self.assertion_lifetime <= 0:
             raise UnsupportedAuthMethodError("assertion_lifetime must be positive")

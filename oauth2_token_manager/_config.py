@@ -7,6 +7,7 @@ import enum
 import random
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from ._arguments import option
 from ._events import TokenEvent
@@ -15,7 +16,7 @@ from ._retry import RetryPolicy
 from ._scopes import ScopeMatch
 from ._synchronization import AsyncSleep, Sleep
 
-__all__ = ["ANY", "AnyType", "IssuerOptions"]
+__all__ = ["ANY", "AnyType", "IssuerOptions", "issuer_options"]
 
 
 class AnyType(enum.Enum):
@@ -99,6 +100,12 @@ class IssuerOptions:
             self.max_response_bytes, int
         ):
             raise ConfigurationError("max_response_bytes must be an integer")
+        if not isinstance(self.metadata, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
+        ):
+            raise ConfigurationError("metadata must map field names to strings")
+        if not isinstance(self.retry, RetryPolicy):
+            raise ConfigurationError("retry must be a RetryPolicy")
         if self.leeway < 0:
             raise ConfigurationError("leeway must be >= 0")
         if self.scope_match not in ("exact", "superset"):
@@ -116,3 +123,29 @@ class IssuerOptions:
             raise ConfigurationError("failure_cache must be >= 0")
         if self.lock_lease <= 0:
             raise ConfigurationError("lock_lease must be > 0")
+
+
+_STORE_METHODS = ("put", "get", "find", "replace", "delete", "revoke", "is_revoked", "list")
+
+
+def issuer_options(
+    url: object, client: object, store: object, options: Mapping[str, Any]
+) -> IssuerOptions:
+    """The options of an issuer, after checking its other arguments (``ConfigurationError``):
+    the URL is a ``str``, the client a ``ClientConfig``, the store a token store (sync or
+    async), and every option a field of ``IssuerOptions``."""
+    from ._client_auth import ClientConfig  # _client_auth is not needed by the options
+
+    if not isinstance(url, str):
+        raise ConfigurationError(f"the issuer URL must be a string, not {type(url).__name__}")
+    if not isinstance(client, ClientConfig):
+        raise ConfigurationError(f"client must be a ClientConfig, not {type(client).__name__}")
+    if store is not None and not all(callable(getattr(store, m, None)) for m in _STORE_METHODS):
+        raise ConfigurationError(f"store must be a token store, not {type(store).__name__}")
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise ConfigurationError(f"unknown issuer options: {', '.join(unknown)}")
+    return IssuerOptions(**options)
+
+
+_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(IssuerOptions))

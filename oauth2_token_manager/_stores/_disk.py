@@ -35,7 +35,7 @@ from typing import Any
 
 import diskcache
 
-from .._exceptions import CorruptEntryError, StoreError
+from .._exceptions import ConfigurationError, CorruptEntryError, StoreError
 from .._models import GroupKey, Token, token_from_dict
 from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, EncryptingStore, make_cipher
 from ._kv import KVStore
@@ -156,6 +156,8 @@ class DiskStore(KVStore, EncryptingStore):
         *,
         encryption_keys: Sequence[str | bytes] | None = None,
     ) -> None:
+        if not isinstance(directory, str | os.PathLike) or not str(directory):
+            raise ConfigurationError("a DiskStore directory is a non-empty path")
         super().__init__(retain_expired, clock)
         self._cipher = make_cipher(encryption_keys)
         self._directory = Path(directory).expanduser()

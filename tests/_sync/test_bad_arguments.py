@@ -32,6 +32,7 @@ from oauth2_token_manager import (
     OAuth2TokenManagerError,
     RefreshTokenManager,
 )
+from oauth2_token_manager._retry import RetryPolicy
 from oauth2_token_manager._stores import TokenQuery
 
 pytestmark = pytest.mark.anyio
@@ -270,6 +271,49 @@ for label, value in {"None": None, "empty": "", "int": 1}.items():
     OPTION_CALLS.append((f"ClientConfig(client_id={label})", lambda p, v=value: ClientConfig(v)))
 for label, size in {"zero": 0, "bool": True, "float": 2.5, "str": "10", "nan": NAN}.items():
     OPTION_CALLS.append((f"MemoryStore(maxsize={label})", lambda p, n=size: MemoryStore(maxsize=n)))
+for label, kwargs in {
+    "url=None": {"url": None},
+    "url=int": {"url": 1},
+    "client=str": {"client": "c"},
+    "client=None": {"client": None},
+    "store=str": {"store": "x"},
+    "unknown option": {"bogus": 1},
+    "metadata=int": {"metadata": 1},
+    "metadata={str: int}": {"metadata": {"token_endpoint": 1}},
+    "retry=int": {"retry": 3},
+    "scope_match=int": {"scope_match": 1},
+}.items():
+
+    def make_issuer(p: Path, kwargs: dict[str, Any] = kwargs) -> Issuer:
+        arguments: dict[str, Any] = {"url": ISSUER, "client": ClientConfig("c", "s")}
+        arguments.update(kwargs)
+        return Issuer(arguments.pop("url"), arguments.pop("client"), **arguments)
+
+    OPTION_CALLS.append((f"Issuer({label})", make_issuer))
+for label, number in {**BAD_NUMBERS, "negative": -1}.items():
+    if label == "None-list":
+        continue
+    for field in ("base_delay", "max_delay", "max_retry_after"):
+        OPTION_CALLS.append(
+            (f"RetryPolicy({field}={label})", lambda p, f=field, n=number: RetryPolicy(**{f: n}))
+        )
+for label, number in {"zero": 0, "nan": NAN, "bool": True, "float": 2.5, "str": "3"}.items():
+    OPTION_CALLS.append(
+        (f"RetryPolicy(attempts={label})", lambda p, n=number: RetryPolicy(attempts=n))
+    )
+for label, value in {"int": 1, "bytes": b"s"}.items():
+    OPTION_CALLS.append(
+        (f"ClientConfig(client_secret={label})", lambda p, v=value: ClientConfig("c", v))
+    )
+for label, value in {"None": None, "int": 1, "empty": ""}.items():
+    OPTION_CALLS.append((f"DiskStore(directory={label})", lambda p, v=value: DiskStore(v)))
+for label, keys in {"one str": "k", "bad key": ["not-a-key"], "int key": [1], "none": []}.items():
+    OPTION_CALLS.append(
+        (
+            f"DiskStore(encryption_keys={label})",
+            lambda p, k=keys: DiskStore(p / "store", encryption_keys=k),
+        )
+    )
 OPTION_CALLS = [
     (name, call)
     for name, call in OPTION_CALLS

@@ -692,15 +692,8 @@ def test_ambiguous_hash_prefix_and_paging_past_the_end(cli: Cli) -> None:
     assert "--resource applies to access tokens" in assert_one_line_error(resource, 2)
 
 
-def test_encrypted_store_needs_its_keys(
-    auth_server: AuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
-) -> None:
-    """encryption_keys_env encrypts the store; without the keys the next run fails in one
-    line (exit 1), never with an empty store."""
-    from oauth2_token_manager import generate_encryption_key
-
-    monkeypatch.setenv("STORE_KEYS", generate_encryption_key())
-    monkeypatch.setenv("CLI_SECRET", auth_server.client_secret("basic-client") or "")
+def encrypted_profile(auth_server: AuthServer, tmp_path: Path) -> Path:
+    """A config file with profile ``enc``: keys from $STORE_KEYS, secret from $CLI_SECRET."""
     config = tmp_path / "config.toml"
     config.write_text(
         f"""
@@ -713,6 +706,19 @@ encryption_keys_env = "STORE_KEYS"
 allow_insecure_loopback = true
 """
     )
+    return config
+
+
+def test_encrypted_store_needs_its_keys(
+    auth_server: AuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """encryption_keys_env encrypts the store; without the keys the next run fails in one
+    line (exit 1), never with an empty store."""
+    from oauth2_token_manager import generate_encryption_key
+
+    monkeypatch.setenv("STORE_KEYS", generate_encryption_key())
+    monkeypatch.setenv("CLI_SECRET", auth_server.client_secret("basic-client") or "")
+    config = encrypted_profile(auth_server, tmp_path)
     assert main(["--config", str(config), "token", "-p", "enc", "--scope", "api:read"]) == 0
     token = capsys.readouterr().out.strip()
     assert token.encode() not in (tmp_path / "store" / "cache.db").read_bytes()
@@ -760,18 +766,7 @@ def test_bad_encryption_key_is_one_line(
     """A value of encryption_keys_env that is not a Fernet key: one error line, exit 2."""
     monkeypatch.setenv("STORE_KEYS", "not-a-fernet-key")
     monkeypatch.setenv("CLI_SECRET", auth_server.client_secret("basic-client") or "")
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"""
-[profiles.enc]
-issuer = "{auth_server.issuer}"
-client_id = "basic-client"
-client_secret_env = "CLI_SECRET"
-store = "{tmp_path / "store"}"
-encryption_keys_env = "STORE_KEYS"
-allow_insecure_loopback = true
-"""
-    )
+    config = encrypted_profile(auth_server, tmp_path)
     status = main(["--config", str(config), "token", "-p", "enc", "--scope", "api:read"])
     captured = capsys.readouterr()
     assert status == 2, captured

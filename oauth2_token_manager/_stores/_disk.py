@@ -35,6 +35,7 @@ from typing import Any
 
 import diskcache
 
+from .._arguments import finite
 from .._exceptions import ConfigurationError, CorruptEntryError, StoreError
 from .._models import GroupKey, Token, token_from_dict
 from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, EncryptingStore, make_cipher
@@ -212,6 +213,7 @@ class DiskStore(KVStore, EncryptingStore):
 
     def try_lock(self, name: str, owner: str, lease: float) -> bool:
         """Take lock ``name`` for ``lease`` seconds if free or its lease ran out (atomic add)."""
+        lease = finite("lease", lease, minimum=0)  # a NaN lease would never run out
         try:
             return bool(self._cache.add(_LOCK_PREFIX + name, owner, expire=lease))
         except _DB_ERRORS as exc:
@@ -219,6 +221,7 @@ class DiskStore(KVStore, EncryptingStore):
 
     def renew_lock(self, name: str, owner: str, lease: float) -> bool:
         """Extend the lease if ``owner`` still holds the lock."""
+        lease = finite("lease", lease, minimum=0)
         with self._transaction():
             if self._cache.get(_LOCK_PREFIX + name) != owner:
                 return False

@@ -40,6 +40,7 @@ from redis import BlockingConnectionPool, Redis
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
+from .._arguments import finite
 from .._exceptions import CorruptEntryError, StoreError, TokenRevokedError
 from .._models import GroupKey, Token, is_token_hash
 from . import _redis_lua as lua
@@ -202,6 +203,7 @@ class RedisStore(ExpiringStore, EncryptingStore):
 
     def try_lock(self, name: str, owner: str, lease: float) -> bool:
         """Take lock ``name`` for ``lease`` seconds if free (SET NX PX: atomic)."""
+        lease = finite("lease", lease, minimum=0)
         try:
             taken = self._client.set(
                 self._lock_key(name), owner, nx=True, px=max(1, int(lease * 1000))
@@ -212,6 +214,7 @@ class RedisStore(ExpiringStore, EncryptingStore):
 
     def renew_lock(self, name: str, owner: str, lease: float) -> bool:
         """Extend the lease if ``owner`` still holds the lock (compare and PEXPIRE)."""
+        lease = finite("lease", lease, minimum=0)
         try:
             renewed = self._renew_lock_script(
                 keys=[self._lock_key(name)], args=[owner, max(1, int(lease * 1000))]

@@ -34,7 +34,8 @@ ANY = AnyType.ANY
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class IssuerOptions:
-    """How the managers of one issuer behave. Every duration is in seconds.
+    """How the managers of one issuer behave. Every duration is in seconds: a finite number,
+    not negative (``NaN``, ``inf`` or a ``bool`` raise ``ConfigurationError``).
 
     - ``leeway``: a token this close to expiry is not handed out (capped at half its lifetime).
     - ``scope_match``: ``"exact"`` (the default) or ``"superset"`` (the smallest superset).
@@ -94,8 +95,9 @@ class IssuerOptions:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):  # every duration: a finite number >= 0
-            if field.type == "float":
-                option(field.name, getattr(self, field.name))
+            value = getattr(self, field.name)
+            if field.type == "float" or (field.type == "float | None" and value is not None):
+                option(field.name, value)
         if isinstance(self.max_response_bytes, bool) or not isinstance(
             self.max_response_bytes, int
         ):

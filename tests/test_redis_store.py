@@ -29,6 +29,7 @@ from oauth2_token_manager._models import Token
 from oauth2_token_manager._stores import TokenQuery, TokenStore
 from oauth2_token_manager._stores._async_redis import AsyncRedisStore
 from oauth2_token_manager._stores._redis import RedisStore
+from oauth2_token_manager._stores._redis_codec import exact_id
 
 T = TypeVar("T")
 
@@ -558,11 +559,108 @@ def test_corrupt_exact_entry_raises_store_error(
     assert store.list(TokenQuery()).items == []
     with pytest.raises(StoreError):
         store.put(make_token())
-    with pytest.raises(StoreError):
-        store.delete(token.token_hash)
-    with pytest.raises(StoreError):
-        store.expunge_expired(clock.now + 10**6)
     assert {k: client.dump(k) for k in keys_of(client, store.prefix)} == before
+
+
+@pytest.mark.parametrize("operation", ["delete", "expunge"])
+@pytest.mark.parametrize(
+    "bad", [b"{not json", b"[\n7\n]", b"[" * 100_000 + b"]" * 100_000], ids=["text", "7", "deep"]
+)
+def test_delete_and_expunge_remove_a_corrupt_exact_entry(
+    store_factory: Any, client: redis.Redis, clock: FakeClock, bad: bytes, operation: str
+) -> None:
+    """``delete(hash)`` and ``expunge_expired`` remove an exact entry they cannot parse (the
+    repair); the key then works again."""
+    store = store_factory(clock=clock)
+    token, other = make_token(), make_token(scopes={"write"})
+    store.put(token)
+    store.put(other)
+    xkey = store.prefix + "x:" + exact_id(token.group, "read")
+    client.set(xkey, bad, keepttl=True)
+    if operation == "delete":
+        assert store.delete(token.token_hash) is None
+    else:
+        assert store.expunge_expired(clock.now) == 0
+    assert client.get(xkey) is None
+    assert store.find(token.group, "read") == []
+    assert hashes(store.list(TokenQuery()).items) == [other.token_hash]
+    store.put(token)
+    assert store.get(token.token_hash) == token
+
+
+def test_delete_removes_a_corrupt_hash_entry(
+    store_factory: Any, client: redis.Redis, clock: FakeClock
+) -> None:
+    """``delete(hash)`` removes a hash entry it cannot parse; ``get`` then finds nothing."""
+    store = store_factory(clock=clock)
+    token = make_token()
+    store.put(token)
+    client.set(store.prefix + "h:" + token.token_hash, "garbage", keepttl=True)
+    with pytest.raises(StoreError):
+        store.get(token.token_hash)
+    assert store.delete(token.token_hash) is None
+    assert store.get(token.token_hash) is None
+
+
+@pytest.mark.parametrize("damage", ["field", "nan deadline", "no group"])
+def test_expunge_removes_a_corrupt_group_entry(
+    store_factory: Any, client: redis.Redis, clock: FakeClock, damage: str
+) -> None:
+    """``expunge_expired`` removes a group entry it cannot parse, after which a put into that
+    group works again (the put script refuses it before)."""
+    store = store_factory(clock=clock)
+    token = make_token()
+    store.put(token)
+    [gkey] = [k for k in keys_of(client, store.prefix) if k.startswith(store.prefix + "g:")]
+    if damage == "field":
+        client.hset(gkey, "not-a-scope-id", "soon")
+    elif damage == "nan deadline":
+        client.hset(gkey, "a" * 64, "nan")
+    else:
+        client.hdel(gkey, "group")
+    with pytest.raises(StoreError):
+        store.put(make_token(updated_at=3.0))
+    store.expunge_expired(clock.now)
+    assert client.exists(gkey) == 0
+    store.put(token.replace(updated_at=3.0))
+    assert hashes(store.find(token.group, None)) == [token.token_hash]
+
+
+def test_delete_never_removes_an_entry_of_another_key(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+    clock: FakeClock,
+) -> None:
+    """An entry encrypted with a key this store lacks is not corrupt: ``delete`` and
+    ``expunge_expired`` fail with ``StoreError`` and remove nothing."""
+    from oauth2_token_manager._stores._crypto import generate_encryption_key
+
+    prefix = fresh_prefix()
+    writer = RedisStore(
+        url=redis_server.url,
+        prefix=prefix,
+        clock=clock,
+        encryption_keys=[generate_encryption_key()],
+    )
+    reader = RedisStore(
+        url=redis_server.url,
+        prefix=prefix,
+        clock=clock,
+        encryption_keys=[generate_encryption_key()],
+    )
+    try:
+        token = make_token()
+        writer.put(token)
+        before = {k: client.dump(k) for k in keys_of(client, prefix)}
+        with pytest.raises(StoreError):
+            reader.delete(token.token_hash)
+        with pytest.raises(StoreError):
+            reader.expunge_expired(clock.now + 10**6)
+        assert {k: client.dump(k) for k in keys_of(client, prefix)} == before
+        assert writer.get(token.token_hash) == token
+    finally:
+        writer.close()
+        reader.close()
 
 
 @pytest.mark.parametrize("kind", ["g", "h"])

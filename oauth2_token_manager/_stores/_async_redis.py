@@ -388,9 +388,12 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
             gids = await self._client.zrange(self._groups_key, 0, -1)
         except RedisError as exc:
             raise store_error(exc) from None
-        removed = 0
+        removed = unreadable = 0
         for chunk in chunks(gids, _BATCH):
-            removed += int(await self._write(self._expunge_script, script_number(now), *chunk))
+            counts = await self._write(self._expunge_script, script_number(now), *chunk)
+            removed += int(counts[0])
+            unreadable += int(counts[1])
+        report_unreadable("expunge_expired removed", unreadable)
         return removed
 
     async def rotate_encryption(self, *, encrypt_plaintext: bool = False) -> int:

@@ -455,6 +455,27 @@ class TestDiskStore(StoreContract):
         assert not store.is_revoked(token.token_hash)
         store.put(token)
 
+    def test_repair_never_removes_an_entry_of_another_key(self, clock: FakeClock) -> None:
+        """An entry encrypted with a key this store lacks is not corrupt: ``delete`` and
+        ``expunge_expired`` raise ``StoreError`` and remove nothing."""
+        pytest.importorskip("cryptography")
+        from oauth2_token_manager._stores._crypto import generate_encryption_key
+
+        directory = self.tmp_path / "shared"
+        writer = DiskStore(directory, clock=clock, encryption_keys=[generate_encryption_key()])
+        self.opened.append(writer)
+        token = make_token()
+        writer.put(token)
+        writer.close()
+        reader = DiskStore(directory, clock=clock, encryption_keys=[generate_encryption_key()])
+        self.opened.append(reader)
+        before = db_rows(directory)
+        with pytest.raises(StoreError):
+            reader.delete(token.token_hash)
+        with pytest.raises(StoreError):
+            reader.expunge_expired(clock.now + 10**6)
+        assert db_rows(directory) == before
+
     @pytest.mark.parametrize("expires_at", [math.inf, -math.inf, math.nan])
     def test_a_non_finite_number_is_never_written(
         self, clock: FakeClock, expires_at: float

@@ -49,6 +49,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError("not a JSON number")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # one, built once: the hot path
 _DB_NAME = "cache.db"  # diskcache's file name
 _DB_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
 _LOCK_PREFIX = "l:"  # + a name derived from the cache key (no token value in it)
@@ -318,7 +319,7 @@ class DiskStore(KVStore, EncryptingStore):
     @staticmethod
     def _loads(text: str | bytes) -> Any:
         try:
-            return json.loads(text, parse_constant=_no_constant)
+            return _DECODER.decode(text if isinstance(text, str) else text.decode())
         except (ValueError, RecursionError):
             raise CorruptEntryError(
                 "the token store holds an entry that is not valid JSON"

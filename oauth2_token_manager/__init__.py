@@ -15,6 +15,7 @@ from ._config import ANY, IssuerOptions
 from ._events import TokenEvent
 from ._exceptions import (
     ConfigurationError,
+    CorruptEntryError,
     DeadlineExceededError,
     HTTPStatusError,
     IDTokenError,
@@ -85,6 +86,7 @@ __all__ = [
     "ClaimsManager",
     "ClientConfig",
     "ConfigurationError",
+    "CorruptEntryError",
     "DeadlineExceededError",
     "DiskStore",
     "GroupKey",

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, get_args
 from urllib.parse import quote_plus
 
+from ._arguments import option
 from ._exceptions import UnsupportedAuthMethodError
 
 __all__ = ["AuthMethod", "ClientConfig", "authenticate"]
@@ -77,6 +78,9 @@ class ClientConfig:
             raise UnsupportedAuthMethodError(f"{self.auth_method} needs a client_secret")
         if self.auth_method == "private_key_jwt" and not self.private_key:
             raise UnsupportedAuthMethodError("private_key_jwt needs a private_key")
+        if self.client_secret is not None and not isinstance(self.client_secret, str):
+            raise UnsupportedAuthMethodError("client_secret must be a string")
+        option("assertion_lifetime", self.assertion_lifetime)
         if self.assertion_lifetime <= 0:
             raise UnsupportedAuthMethodError("assertion_lifetime must be positive")
         for name in ("id_token_signed_response_alg", "userinfo_signed_response_alg"):

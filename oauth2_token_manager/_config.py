@@ -8,14 +8,16 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
+from ._arguments import option
 from ._events import TokenEvent
 from ._exceptions import ConfigurationError
 from ._retry import RetryPolicy
 from ._scopes import ScopeMatch
 from ._synchronization import AsyncSleep, Sleep
 
-__all__ = ["ANY", "AnyType", "IssuerOptions"]
+__all__ = ["ANY", "AnyType", "IssuerOptions", "issuer_options"]
 
 
 class AnyType(enum.Enum):
@@ -33,7 +35,8 @@ ANY = AnyType.ANY
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class IssuerOptions:
-    """How the managers of one issuer behave. Every duration is in seconds.
+    """How the managers of one issuer behave. Every duration is in seconds: a finite number,
+    not negative (``NaN``, ``inf`` or a ``bool`` raise ``ConfigurationError``).
 
     - ``leeway``: a token this close to expiry is not handed out (capped at half its lifetime).
     - ``scope_match``: ``"exact"`` (the default) or ``"superset"`` (the smallest superset).
@@ -104,6 +107,20 @@ class IssuerOptions:
     persist_timeout: float = 30.0
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # every duration: a finite number >= 0
+            value = getattr(self, field.name)
+            if field.type == "float" or (field.type == "float | None" and value is not None):
+                option(field.name, value)
+        if isinstance(self.max_response_bytes, bool) or not isinstance(
+            self.max_response_bytes, int
+        ):
+            raise ConfigurationError("max_response_bytes must be an integer")
+        if not isinstance(self.metadata, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
+        ):
+            raise ConfigurationError("metadata must map field names to strings")
+        if not isinstance(self.retry, RetryPolicy):
+            raise ConfigurationError("retry must be a RetryPolicy")
         if self.leeway < 0:
             raise ConfigurationError("leeway must be >= 0")
         if self.scope_match not in ("exact", "superset"):
@@ -129,3 +146,29 @@ class IssuerOptions:
                 raise ConfigurationError(f"{name} must be finite and > 0")
         if not self.persist_timeout >= 0:
             raise ConfigurationError("persist_timeout must be >= 0")
+
+
+_STORE_METHODS = ("put", "get", "find", "replace", "delete", "revoke", "is_revoked", "list")
+
+
+def issuer_options(
+    url: object, client: object, store: object, options: Mapping[str, Any]
+) -> IssuerOptions:
+    """The options of an issuer, after checking its other arguments (``ConfigurationError``):
+    the URL is a ``str``, the client a ``ClientConfig``, the store a token store (sync or
+    async), and every option a field of ``IssuerOptions``."""
+    from ._client_auth import ClientConfig  # _client_auth is not needed by the options
+
+    if not isinstance(url, str):
+        raise ConfigurationError(f"the issuer URL must be a string, not {type(url).__name__}")
+    if not isinstance(client, ClientConfig):
+        raise ConfigurationError(f"client must be a ClientConfig, not {type(client).__name__}")
+    if store is not None and not all(callable(getattr(store, m, None)) for m in _STORE_METHODS):
+        raise ConfigurationError(f"store must be a token store, not {type(store).__name__}")
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise ConfigurationError(f"unknown issuer options: {', '.join(unknown)}")
+    return IssuerOptions(**options)
+
+
+_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(IssuerOptions))

@@ -29,6 +29,7 @@ contain a token value or a client secret: tokens are named by a short SHA-256 pr
     ├── TokenRevokedError             the token is on the local revocation list
     ├── RevocationError               ``delete`` removed the token locally, revocation failed
     └── StoreError                    the local store failed (I/O, corruption, wrong format)
+        └── CorruptEntryError         a stored entry cannot be parsed (not damaged I/O or keys)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import TypeVar
 
 __all__ = [
     "ConfigurationError",
+    "CorruptEntryError",
     "DeadlineExceededError",
     "HTTPStatusError",
     "IDTokenError",
@@ -262,3 +264,10 @@ def cached_outcome(error: E, failed_at: float) -> E:
     )
     fresh.__cause__ = error
     return fresh
+
+
+class CorruptEntryError(StoreError):
+    """A stored entry is not one the library writes: not JSON, nested too deeply, a number
+    beyond the float range or not finite, a missing or ill-typed field. ``delete`` and
+    ``expunge_expired`` remove such entries; a corrupt revocation entry reads as "revoked".
+    (An entry encrypted with a key the store lacks is not corrupt: it is never removed.)"""

@@ -20,7 +20,7 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
-from ._exceptions import InvalidArgumentError, StoreError
+from ._exceptions import CorruptEntryError, InvalidArgumentError
 from ._scopes import canonical, scope_set
 
 __all__ = [
@@ -341,8 +341,8 @@ def _scope_field(value: Any) -> frozenset[str] | None:
 
 
 def token_from_dict(data: Mapping[str, Any]) -> Token:
-    """Rebuild a token from ``to_dict`` output; ``StoreError`` when it is not one (a missing
-    or ill-typed field, a non-finite number, an invalid scope token)."""
+    """Rebuild a token from ``to_dict`` output; ``CorruptEntryError`` (a ``StoreError``) when
+    it is not one (a missing or ill-typed field, a non-finite number, an invalid scope token)."""
     try:
         cls = _KINDS[data["kind"]]
         kwargs = {name: _checked(name, data[name]) for name in _FIELDS if name in data}
@@ -361,5 +361,5 @@ def token_from_dict(data: Mapping[str, Any]) -> Token:
             extra=extra,
             introspection=introspection,
         )
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise StoreError(f"stored token record is malformed: {type(exc).__name__}") from None
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise CorruptEntryError(f"stored token record is malformed: {type(exc).__name__}") from None

@@ -117,8 +117,15 @@ class Settings:
 
 
 def split_scopes(values: Iterable[str]) -> list[str]:
-    """The scopes of several space-separated scope strings, in order."""
-    return [scope for value in values for scope in value.split()]
+    """The scopes of several space-separated scope strings, in order; a blank one is a
+    ``UsageError`` (``--scope ''`` names no scope token, RFC 6749 §3.3)."""
+    scopes = []
+    for value in values:
+        tokens = value.split()
+        if not tokens:
+            raise UsageError("a scope must not be empty")
+        scopes += tokens
+    return scopes
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,10 +352,18 @@ def load_settings(
 
 
 def read_private_file(path: Path, what: str) -> str:
-    """The text of a file only its owner can access (checked on the open file)."""
+    """The text of a regular file only its owner can access (checked on the open file).
+
+    A FIFO, device or directory is refused before it is opened, and the file is opened
+    non-blocking, so that one swapped in meanwhile cannot block either (then refused too)."""
     try:
-        with path.open(encoding="utf-8") as file:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UsageError(f"{what} {path} is not a regular file")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, encoding="utf-8") as file:  # an fd, not a path
             mode = os.fstat(file.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise UsageError(f"{what} {path} is not a regular file")
             if os.name == "posix" and mode & 0o077:
                 raise UsageError(
                     f"{what} {path} is accessible by group or others "

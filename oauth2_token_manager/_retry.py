@@ -22,7 +22,9 @@ import email.utils
 import math
 from collections.abc import Callable, Mapping
 
+from ._arguments import option
 from ._exceptions import (
+    ConfigurationError,
     DeadlineExceededError,
     HTTPStatusError,
     OAuth2Error,
@@ -53,10 +55,12 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ConfigurationError("attempts must be an integer")
         if self.attempts < 1:
-            raise ValueError("attempts must be at least 1")
-        if self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
-            raise ValueError("delays must be >= 0")
+            raise ConfigurationError("attempts must be at least 1")
+        for name in ("base_delay", "max_delay", "max_retry_after"):
+            option(name, getattr(self, name))  # finite and >= 0
 
 
 def is_transient(error: OAuth2TokenManagerError) -> bool:

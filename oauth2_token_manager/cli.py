@@ -660,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, secrets)
     except UsageError as exc:
         return _fail(str(exc), 2, secrets)
-    except ConfigurationError as exc:
+    except (ConfigurationError, InvalidArgumentError) as exc:  # bad input: a usage error
         return _fail(str(exc), 2, secrets)
     except OAuth2TokenManagerError as exc:
         return _fail(str(exc), 1, secrets)

@@ -13,6 +13,7 @@ is why the disk store's file is private (0600) instead.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, ClassVar
 
 import pytest
@@ -20,7 +21,7 @@ from _clock import START, FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oauth2_token_manager._exceptions import TokenRevokedError
+from oauth2_token_manager._exceptions import InvalidArgumentError, TokenRevokedError
 from oauth2_token_manager._models import AccessToken, GroupKey, RefreshToken, Token
 from oauth2_token_manager._stores import Page, TokenQuery, TokenStore
 
@@ -103,6 +104,20 @@ class StoreContract:
         assert locking.renew_lock("key-1", "owner-a", 30)
         locking.unlock("key-1", "owner-a")
         assert locking.try_lock("key-1", "owner-b", 30)
+
+    @pytest.mark.parametrize("lease", [math.nan, math.inf, -math.inf, -1.0, True, "30"])
+    def test_a_lock_lease_is_a_finite_number(self, store: TokenStore, lease: Any) -> None:
+        """A NaN, infinite, negative or non-number lease is an ``InvalidArgumentError`` (a NaN
+        lease never runs out); no lock is taken."""
+        if not hasattr(store, "try_lock"):
+            pytest.skip("a process-local store needs no cross-process lock")
+        locking: Any = store
+        with pytest.raises(InvalidArgumentError):
+            locking.try_lock("key-1", "owner-a", lease)
+        assert locking.try_lock("key-1", "owner-b", 30)
+        with pytest.raises(InvalidArgumentError):
+            locking.renew_lock("key-1", "owner-b", lease)
+        locking.unlock("key-1", "owner-b")
 
     # -- OpenID Connect records (ID tokens, userinfo) ------------------------------------
 

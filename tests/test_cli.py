@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -723,15 +724,8 @@ def test_ambiguous_hash_prefix_and_paging_past_the_end(cli: Cli) -> None:
     assert "--resource applies to access tokens" in assert_one_line_error(resource, 2)
 
 
-def test_encrypted_store_needs_its_keys(
-    auth_server: AuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
-) -> None:
-    """encryption_keys_env encrypts the store; without the keys the next run fails in one
-    line (exit 1), never with an empty store."""
-    from oauth2_token_manager import generate_encryption_key
-
-    monkeypatch.setenv("STORE_KEYS", generate_encryption_key())
-    monkeypatch.setenv("CLI_SECRET", auth_server.client_secret("basic-client") or "")
+def encrypted_profile(auth_server: AuthServer, tmp_path: Path) -> Path:
+    """A config file with profile ``enc``: keys from $STORE_KEYS, secret from $CLI_SECRET."""
     config = tmp_path / "config.toml"
     config.write_text(
         f"""
@@ -744,6 +738,19 @@ encryption_keys_env = "STORE_KEYS"
 allow_insecure_loopback = true
 """
     )
+    return config
+
+
+def test_encrypted_store_needs_its_keys(
+    auth_server: AuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """encryption_keys_env encrypts the store; without the keys the next run fails in one
+    line (exit 1), never with an empty store."""
+    from oauth2_token_manager import generate_encryption_key
+
+    monkeypatch.setenv("STORE_KEYS", generate_encryption_key())
+    monkeypatch.setenv("CLI_SECRET", auth_server.client_secret("basic-client") or "")
+    config = encrypted_profile(auth_server, tmp_path)
     assert main(["--config", str(config), "token", "-p", "enc", "--scope", "api:read"]) == 0
     token = capsys.readouterr().out.strip()
     assert token.encode() not in (tmp_path / "store" / "cache.db").read_bytes()
@@ -751,3 +758,76 @@ allow_insecure_loopback = true
     assert main(["--config", str(config), "token", "-p", "enc", "--scope", "api:read"]) == 1
     err = capsys.readouterr().err
     assert "decrypt" in err and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: one line, no traceback, nothing written
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("token", "-p", "api", "--scope", "café"),
+        ("token", "-p", "api", "--scope", ""),
+        ("token", "-p", "api", "--subject", ""),
+        ("list", "-p", "api", "--subject", ""),
+        ("delete-all", "-p", "api", "--subject", ""),
+        ("register", "-p", "api", "--subject", "", "--no-introspect", "-"),
+        ("register", "-p", "api", "--scope", "café", "--no-introspect", "-"),
+        ("register", "-p", "api", "--kind", "access", "--expires-in", "inf", "-"),
+        ("register", "-p", "api", "--kind", "access", "--expires-in", "nan", "-"),
+        ("register", "-p", "api", "--kind", "access", "--expires-in", "-5", "-"),
+        ("register", "-p", "api", "--kind", "access", "--expires-in", "1e400", "-"),
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_bad_input_is_one_line_and_writes_nothing(cli: Cli, argv: tuple[str, ...]) -> None:
+    """Bad scopes, an empty subject or a non-finite/negative --expires-in: one error line,
+    exit 2 (a usage error), no traceback, no token request, the store unchanged (listable)."""
+    before = cli.server.token_counts()["total"]
+    result = cli.run(*argv, stdin="a-registered-token-value\n")
+    assert_one_line_error(result, 2)
+    assert cli.server.token_counts()["total"] == before
+    assert listed(cli)["total"] == 0
+
+
+def test_bad_encryption_key_is_one_line(
+    auth_server: AuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A value of encryption_keys_env that is not a Fernet key: one error line, exit 2."""
+    monkeypatch.setenv("STORE_KEYS", "not-a-fernet-key")
+    monkeypatch.setenv("CLI_SECRET", auth_server.client_secret("basic-client") or "")
+    config = encrypted_profile(auth_server, tmp_path)
+    status = main(["--config", str(config), "token", "-p", "enc", "--scope", "api:read"])
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    assert captured.out == ""
+    assert captured.err.startswith(f"{PROG}: error: ")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert "not-a-fernet-key" not in captured.err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_secret_file_that_is_a_fifo_is_refused_without_blocking(cli: Cli, tmp_path: Path) -> None:
+    """A client_secret_file that is a FIFO (or any non-regular file) is refused at once: one
+    error line, exit 2 (opening a FIFO for reading would block forever)."""
+    fifo = tmp_path / "secret"
+    os.mkfifo(fifo, 0o600)
+    cli.monkeypatch.delenv(SECRET_ENV)
+    cli.write_config(
+        profile("api", cli.server, cli.store, client_secret_file="secret").replace(
+            f'client_secret_env = "{SECRET_ENV}"\n', ""
+        )
+    )
+    outcome: list[Result] = []
+    runner = threading.Thread(target=lambda: outcome.append(cli.run("token", "-p", "api")))
+    runner.daemon = True
+    runner.start()
+    runner.join(timeout=60)
+    if not outcome:  # blocked in open(): unblock it by opening the other end, then fail
+        with open(fifo, "w", encoding="utf-8") as writer:
+            writer.write("x")
+        runner.join(timeout=60)
+        pytest.fail("reading a FIFO secret file blocked")
+    assert "not a regular file" in assert_one_line_error(outcome[0], 2)

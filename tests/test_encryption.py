@@ -28,7 +28,7 @@ from _redis_server import RedisServer, redis_server  # noqa: F401
 from cryptography.fernet import Fernet
 from store_contract import START, FakeClock, StoreContract, hashes, make_token
 
-from oauth2_token_manager._exceptions import StoreError
+from oauth2_token_manager._exceptions import ConfigurationError, StoreError
 from oauth2_token_manager._models import Token
 from oauth2_token_manager._stores import DiskStore, TokenQuery, TokenStore
 from oauth2_token_manager._stores._async_redis import AsyncRedisStore
@@ -484,12 +484,16 @@ def test_generated_keys_are_fernet_keys() -> None:
 @pytest.mark.parametrize(
     ("keys", "error", "match"),
     [
-        (KEY_A, TypeError, "sequence of keys, not one key"),
-        (KEY_A.encode(), TypeError, "sequence of keys, not one key"),
-        ([], ValueError, "at least one key"),
-        ([KEY_A, "not-a-fernet-key"], ValueError, "key #2 is not a Fernet key"),
-        ([base64.urlsafe_b64encode(b"k" * 31).decode()], ValueError, "key #1 is not a Fernet"),
-        ([KEY_A, 42], TypeError, "key #2 is not a str or bytes"),
+        (KEY_A, ConfigurationError, "sequence of keys, not one key"),
+        (KEY_A.encode(), ConfigurationError, "sequence of keys, not one key"),
+        ([], ConfigurationError, "at least one key"),
+        ([KEY_A, "not-a-fernet-key"], ConfigurationError, "key #2 is not a Fernet key"),
+        (
+            [base64.urlsafe_b64encode(b"k" * 31).decode()],
+            ConfigurationError,
+            "key #1 is not a Fernet",
+        ),
+        ([KEY_A, 42], ConfigurationError, "key #2 is not a str or bytes"),
     ],
 )
 def test_bad_keys_are_refused_at_construction(

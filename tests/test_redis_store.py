@@ -24,11 +24,12 @@ from _loop_driven import LoopDriven
 from _redis_server import RedisServer, redis_server  # noqa: F401
 from store_contract import FakeClock, StoreContract, hashes, make_token
 
-from oauth2_token_manager._exceptions import StoreError, TokenRevokedError
+from oauth2_token_manager._exceptions import CorruptEntryError, StoreError, TokenRevokedError
 from oauth2_token_manager._models import Token
 from oauth2_token_manager._stores import TokenQuery, TokenStore
 from oauth2_token_manager._stores._async_redis import AsyncRedisStore
 from oauth2_token_manager._stores._redis import RedisStore
+from oauth2_token_manager._stores._redis_codec import exact_id
 
 T = TypeVar("T")
 
@@ -524,12 +525,25 @@ async def test_async_connection_failure_raises_store_error() -> None:
             assert "ConnectionError" in str(caught.value)
 
 
-@pytest.mark.parametrize("bad", [b"{not json", b"[1, 2]", b'"text"', b'[{"kind": "access"}]', b"7"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'"text"',
+        b'[{"kind": "access"}]',
+        b"7",
+        b"[" * 100_000 + b"]" * 100_000,
+        b"1" + b"0" * 400,
+        b"NaN",
+    ],
+    ids=["not-json", "ints", "text", "missing-fields", "seven", "deep", "huge-int", "nan"],
+)
 def test_corrupt_exact_entry_raises_store_error(
     store_factory: Any, client: redis.Redis, clock: FakeClock, bad: bytes
 ) -> None:
-    """An unreadable exact entry raises ``StoreError`` from reads and writes; a failing write
-    changes nothing (the script checks before it writes)."""
+    """An unreadable exact entry raises ``StoreError`` (never ``RecursionError``) from reads
+    and writes, ``list`` skips it; a failing write changes nothing (the script checks first)."""
     store = store_factory(clock=clock)
     token = make_token()
     store.put(token)
@@ -540,24 +554,120 @@ def test_corrupt_exact_entry_raises_store_error(
         store.find(token.group, "read")
     with pytest.raises(StoreError):
         store.find(token.group, None)
-    with pytest.raises(StoreError):
+    with pytest.raises(CorruptEntryError):
         store.get(token.token_hash)
-    with pytest.raises(StoreError):
-        store.list(TokenQuery())
+    assert store.list(TokenQuery()).items == []
     with pytest.raises(StoreError):
         store.put(make_token())
-    with pytest.raises(StoreError):
-        store.delete(token.token_hash)
-    with pytest.raises(StoreError):
-        store.expunge_expired(clock.now + 10**6)
     assert {k: client.dump(k) for k in keys_of(client, store.prefix)} == before
 
 
-@pytest.mark.parametrize("kind", ["g", "h", "r"])
+@pytest.mark.parametrize("operation", ["delete", "expunge"])
+@pytest.mark.parametrize(
+    "bad", [b"{not json", b"[\n7\n]", b"[" * 100_000 + b"]" * 100_000], ids=["text", "7", "deep"]
+)
+def test_delete_and_expunge_remove_a_corrupt_exact_entry(
+    store_factory: Any, client: redis.Redis, clock: FakeClock, bad: bytes, operation: str
+) -> None:
+    """``delete(hash)`` and ``expunge_expired`` remove an exact entry they cannot parse (the
+    repair); the key then works again."""
+    store = store_factory(clock=clock)
+    token, other = make_token(), make_token(scopes={"write"})
+    store.put(token)
+    store.put(other)
+    xkey = store.prefix + "x:" + exact_id(token.group, "read")
+    client.set(xkey, bad, keepttl=True)
+    if operation == "delete":
+        assert store.delete(token.token_hash) is None
+    else:
+        assert store.expunge_expired(clock.now) == 0
+    assert client.get(xkey) is None
+    assert store.find(token.group, "read") == []
+    assert hashes(store.list(TokenQuery()).items) == [other.token_hash]
+    store.put(token)
+    assert store.get(token.token_hash) == token
+
+
+def test_delete_removes_a_corrupt_hash_entry(
+    store_factory: Any, client: redis.Redis, clock: FakeClock
+) -> None:
+    """``delete(hash)`` removes a hash entry it cannot parse; ``get`` then finds nothing."""
+    store = store_factory(clock=clock)
+    token = make_token()
+    store.put(token)
+    client.set(store.prefix + "h:" + token.token_hash, "garbage", keepttl=True)
+    with pytest.raises(StoreError):
+        store.get(token.token_hash)
+    assert store.delete(token.token_hash) is None
+    assert store.get(token.token_hash) is None
+
+
+@pytest.mark.parametrize("damage", ["field", "nan deadline", "no group"])
+def test_expunge_removes_a_corrupt_group_entry(
+    store_factory: Any, client: redis.Redis, clock: FakeClock, damage: str
+) -> None:
+    """``expunge_expired`` removes a group entry it cannot parse, after which a put into that
+    group works again (the put script refuses it before)."""
+    store = store_factory(clock=clock)
+    token = make_token()
+    store.put(token)
+    [gkey] = [k for k in keys_of(client, store.prefix) if k.startswith(store.prefix + "g:")]
+    if damage == "field":
+        client.hset(gkey, "not-a-scope-id", "soon")
+    elif damage == "nan deadline":
+        client.hset(gkey, "a" * 64, "nan")
+    else:
+        client.hdel(gkey, "group")
+    with pytest.raises(StoreError):
+        store.put(make_token(updated_at=3.0))
+    store.expunge_expired(clock.now)
+    assert client.exists(gkey) == 0
+    store.put(token.replace(updated_at=3.0))
+    assert hashes(store.find(token.group, None)) == [token.token_hash]
+
+
+def test_delete_never_removes_an_entry_of_another_key(
+    redis_server: RedisServer,  # noqa: F811
+    client: redis.Redis,
+    clock: FakeClock,
+) -> None:
+    """An entry encrypted with a key this store lacks is not corrupt: ``delete`` and
+    ``expunge_expired`` fail with ``StoreError`` and remove nothing."""
+    from oauth2_token_manager._stores._crypto import generate_encryption_key
+
+    prefix = fresh_prefix()
+    writer = RedisStore(
+        url=redis_server.url,
+        prefix=prefix,
+        clock=clock,
+        encryption_keys=[generate_encryption_key()],
+    )
+    reader = RedisStore(
+        url=redis_server.url,
+        prefix=prefix,
+        clock=clock,
+        encryption_keys=[generate_encryption_key()],
+    )
+    try:
+        token = make_token()
+        writer.put(token)
+        before = {k: client.dump(k) for k in keys_of(client, prefix)}
+        with pytest.raises(StoreError):
+            reader.delete(token.token_hash)
+        with pytest.raises(StoreError):
+            reader.expunge_expired(clock.now + 10**6)
+        assert {k: client.dump(k) for k in keys_of(client, prefix)} == before
+        assert writer.get(token.token_hash) == token
+    finally:
+        writer.close()
+        reader.close()
+
+
+@pytest.mark.parametrize("kind", ["g", "h"])
 def test_corrupt_index_entry_raises_store_error(
     store_factory: Any, client: redis.Redis, clock: FakeClock, kind: str
 ) -> None:
-    """A malformed group, hash or revocation entry raises ``StoreError`` where it is read."""
+    """A malformed group or hash entry raises ``StoreError`` where it is read."""
     store = store_factory(clock=clock)
     token, revoked = make_token(), make_token()
     store.put(token)
@@ -580,6 +690,28 @@ def test_corrupt_index_entry_raises_store_error(
             store.put(revoked)
         else:
             store.put(token.replace(updated_at=5.0))
+
+
+@pytest.mark.parametrize("bad", ["garbage", "nan", "NaN", "-nan", "inf", "", "1e400"])
+def test_corrupt_revocation_means_revoked(
+    store_factory: Any, client: redis.Redis, clock: FakeClock, bad: str
+) -> None:
+    """An unreadable revocation entry reads as revoked (fail closed) in Python and in the
+    put script; ``revoke`` replaces it with a readable one."""
+    store = store_factory(clock=clock)
+    token = make_token()
+    store.revoke(token.token_hash, clock.now + 60)
+    [rkey] = [k for k in keys_of(client, store.prefix) if k.startswith(store.prefix + "r:")]
+    client.set(rkey, bad, keepttl=True)
+    assert store.is_revoked(token.token_hash)
+    with pytest.raises(TokenRevokedError):
+        store.put(token)
+    store.revoke(token.token_hash, clock.now + 60)
+    assert client.get(rkey) not in (bad, bad.encode())
+    clock.advance(61)
+    assert not store.is_revoked(token.token_hash)
+    store.put(token)
+    assert store.get(token.token_hash) == token
 
 
 def test_wrong_redis_type_raises_store_error(store_factory: Any, client: redis.Redis) -> None:
@@ -844,7 +976,8 @@ def test_dangling_references_read_as_absent(
 def test_corrupt_group_record_raises_store_error(
     store_factory: Any, client: redis.Redis, clock: FakeClock, damage: str
 ) -> None:
-    """The group's own record (what ``list`` filters on) malformed or missing: ``StoreError``."""
+    """The group's own record (what ``list`` filters on) malformed or missing: ``list`` skips
+    the group; a write that needs it raises ``StoreError``."""
     store = store_factory(clock=clock)
     token = make_token()
     store.put(token)
@@ -853,8 +986,7 @@ def test_corrupt_group_record_raises_store_error(
         client.hdel(gkey, "group")
     else:
         client.hset(gkey, "group", "{oops" if damage == "not json" else "[1, 2, 3, 4, 5]")
-    with pytest.raises(StoreError):
-        store.list(TokenQuery())
+    assert store.list(TokenQuery()).items == []
     if damage == "missing":
         with pytest.raises(StoreError):
             store.put(make_token(updated_at=3.0))

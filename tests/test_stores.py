@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import multiprocessing
 import os
 import pickle
@@ -18,12 +20,55 @@ from typing import Any
 import pytest
 from store_contract import FakeClock, StoreContract, hashes, make_token
 
-from oauth2_token_manager._exceptions import StoreError
+from oauth2_token_manager._exceptions import CorruptEntryError, StoreError, TokenRevokedError
 from oauth2_token_manager._models import Token
 from oauth2_token_manager._stores import DiskStore, MemoryStore, TokenQuery, TokenStore
 from oauth2_token_manager._stores._disk import default_directory
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+
+# Values no DiskStore writes, for any entry: not JSON, not finite, nested deeper than Python's
+# recursion limit, an integer beyond the float range, or beyond int-string conversion.
+CORRUPT_VALUES = [
+    "{not json",
+    "NaN",
+    "Infinity",
+    "[" * 100_000 + "]" * 100_000,
+    "1" + "0" * 400,
+    "9" * 5000,
+    '"text"',
+    "{}",
+]
+CORRUPT_VALUE_IDS = ["not-json", "nan", "inf", "deep", "huge-int", "giant-int", "text", "object"]
+_FIELDS = (
+    '"kind":"access","value":"v-1","issuer":"https://issuer.example","client_id":"client-1",'
+    '"subject":"alice","scopes":["read"],"issued_at":0,"updated_at":0'
+)
+# Exact entries (lists of token records): the above, and records with bad fields.
+CORRUPT_EXACT_ENTRIES = [
+    *CORRUPT_VALUES,
+    "[1, 2]",
+    '[{"kind": "access"}]',
+    "7",
+    "[{" + _FIELDS + ',"expires_at":Infinity}]',
+    "[{" + _FIELDS + ',"expires_at":NaN}]',
+    "[{" + _FIELDS + ',"expires_at":1' + "0" * 400 + "}]",
+    "[{" + _FIELDS + ',"extra":' + "[" * 100_000 + "]" * 100_000 + "}]",
+    "[{" + _FIELDS + ',"scopes":["caf\u00e9"]}]',
+    "[{" + _FIELDS + ',"scopes":[""]}]',
+]
+CORRUPT_IDS = [
+    *CORRUPT_VALUE_IDS,
+    "ints",
+    "missing-fields",
+    "seven",
+    "expiry-inf",
+    "expiry-nan",
+    "expiry-huge",
+    "deep-extra",
+    "non-ascii-scope",
+    "empty-scope",
+]
 
 
 # -- MemoryStore ---------------------------------------------------------------------------
@@ -341,24 +386,143 @@ class TestDiskStore(StoreContract):
         assert any(token.value in value for value in values)
         assert any(token.token_hash in key for key in keys)
 
-    @pytest.mark.parametrize("bad", ["{not json", "[1, 2]", '"text"', '[{"kind": "access"}]', "7"])
+    @pytest.mark.parametrize("bad", CORRUPT_EXACT_ENTRIES, ids=CORRUPT_IDS)
     def test_corrupt_entry_raises_store_error(self, clock: FakeClock, bad: str) -> None:
-        """An unreadable or malformed exact entry raises ``StoreError``, never reads as empty."""
+        """An unreadable exact entry raises ``CorruptEntryError`` from ``find`` and ``get``
+        (never reads as empty, never ``RecursionError``/``OverflowError``)."""
         store = self.make_store(clock)
         assert isinstance(store, DiskStore)
         token = make_token()
         store.put(token)
         db_execute(store.directory, "UPDATE Cache SET value = ? WHERE key LIKE 'x:%'", bad)
-        with pytest.raises(StoreError):
+        with pytest.raises(CorruptEntryError):
             store.find(token.group, "read")
-        with pytest.raises(StoreError):
+        with pytest.raises(CorruptEntryError):
+            store.find(token.group, None)
+        with pytest.raises(CorruptEntryError):
             store.get(token.token_hash)
-        with pytest.raises(StoreError):
-            store.list(TokenQuery())
 
-    @pytest.mark.parametrize("prefix", ["g:", "h:", "r:"])
+    @pytest.mark.parametrize("bad", CORRUPT_EXACT_ENTRIES, ids=CORRUPT_IDS)
+    def test_corrupt_entry_is_skipped_by_list_and_removed_by_expunge(
+        self, clock: FakeClock, bad: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """``list`` skips an unreadable entry (one warning); ``expunge_expired`` removes it,
+        after which the store works again for that key."""
+        store = self.make_store(clock)
+        assert isinstance(store, DiskStore)
+        token, other = make_token(), make_token(scopes={"write"})
+        store.put(token)
+        store.put(other)
+        key = store._exact_key(token.group, "read")
+        db_execute(store.directory, "UPDATE Cache SET value = ? WHERE key = ?", bad, key)
+        assert hashes(store.list(TokenQuery()).items) == [other.token_hash]
+        assert "list skipped 1 unreadable store entries" in caplog.text
+        assert store.expunge_expired(clock.now) == 0
+        assert "expunge_expired removed 1 unreadable store entries" in caplog.text
+        assert store.get(token.token_hash) is None
+        assert store.find(token.group, "read") == []
+        store.put(token)
+        assert sorted(hashes(store.find(token.group, None))) == sorted(hashes([token, other]))
+
+    @pytest.mark.parametrize("bad", CORRUPT_EXACT_ENTRIES, ids=CORRUPT_IDS)
+    def test_delete_removes_a_corrupt_entry(self, clock: FakeClock, bad: str) -> None:
+        """``delete(hash)`` of a token whose entry cannot be read removes that entry."""
+        store = self.make_store(clock)
+        assert isinstance(store, DiskStore)
+        token = make_token()
+        store.put(token)
+        db_execute(store.directory, "UPDATE Cache SET value = ? WHERE key LIKE 'x:%'", bad)
+        assert store.delete(token.token_hash) is None
+        assert store.get(token.token_hash) is None
+        assert store.find(token.group, "read") == []
+        assert store.list(TokenQuery()).items == []
+
+    @pytest.mark.parametrize("bad", CORRUPT_VALUES, ids=CORRUPT_VALUE_IDS)
+    def test_delete_removes_a_corrupt_hash_entry(self, clock: FakeClock, bad: str) -> None:
+        """``delete(hash)`` removes an unreadable hash entry; ``get`` then finds nothing."""
+        store = self.make_store(clock)
+        assert isinstance(store, DiskStore)
+        token = make_token()
+        store.put(token)
+        db_execute(store.directory, "UPDATE Cache SET value = ? WHERE key LIKE 'h:%'", bad)
+        with pytest.raises(CorruptEntryError):
+            store.get(token.token_hash)
+        assert store.delete(token.token_hash) is None
+        assert store.get(token.token_hash) is None
+
+    @pytest.mark.parametrize("bad", CORRUPT_VALUES, ids=CORRUPT_VALUE_IDS)
+    def test_corrupt_group_entry_is_removed_by_expunge(self, clock: FakeClock, bad: str) -> None:
+        """An unreadable group entry is skipped by ``list`` and removed by ``expunge_expired``."""
+        store = self.make_store(clock)
+        assert isinstance(store, DiskStore)
+        token = make_token()
+        store.put(token)
+        db_execute(store.directory, "UPDATE Cache SET value = ? WHERE key LIKE 'g:%'", bad)
+        with pytest.raises(CorruptEntryError):
+            store.find(token.group, None)
+        assert store.list(TokenQuery()).items == []
+        store.expunge_expired(clock.now)
+        assert [key for (key,) in db_rows(store.directory, "key") if key.startswith("g:")] == []
+        assert store.find(token.group, None) == []
+
+    @pytest.mark.parametrize("bad", CORRUPT_VALUES, ids=CORRUPT_VALUE_IDS)
+    def test_corrupt_revocation_means_revoked(self, clock: FakeClock, bad: str) -> None:
+        """An unreadable revocation entry reads as revoked (fail closed) and blocks ``put``;
+        ``revoke`` replaces it with a readable one."""
+        store = self.make_store(clock)
+        assert isinstance(store, DiskStore)
+        token = make_token()
+        store.revoke(token.token_hash, clock.now + 60)
+        db_execute(store.directory, "UPDATE Cache SET value = ? WHERE key LIKE 'r:%'", bad)
+        assert store.is_revoked(token.token_hash)
+        with pytest.raises(TokenRevokedError):
+            store.put(token)
+        store.revoke(token.token_hash, clock.now + 60)
+        clock.advance(61)
+        assert not store.is_revoked(token.token_hash)
+        store.put(token)
+
+    def test_repair_never_removes_an_entry_of_another_key(self, clock: FakeClock) -> None:
+        """An entry encrypted with a key this store lacks is not corrupt: ``delete`` and
+        ``expunge_expired`` raise ``StoreError`` and remove nothing."""
+        pytest.importorskip("cryptography")
+        from oauth2_token_manager._stores._crypto import generate_encryption_key
+
+        directory = self.tmp_path / "shared"
+        writer = DiskStore(directory, clock=clock, encryption_keys=[generate_encryption_key()])
+        self.opened.append(writer)
+        token = make_token()
+        writer.put(token)
+        writer.close()
+        reader = DiskStore(directory, clock=clock, encryption_keys=[generate_encryption_key()])
+        self.opened.append(reader)
+        before = db_rows(directory)
+        with pytest.raises(StoreError):
+            reader.delete(token.token_hash)
+        with pytest.raises(StoreError):
+            reader.expunge_expired(clock.now + 10**6)
+        assert db_rows(directory) == before
+
+    @pytest.mark.parametrize("expires_at", [math.inf, -math.inf, math.nan])
+    def test_a_non_finite_number_is_never_written(
+        self, clock: FakeClock, expires_at: float
+    ) -> None:
+        """A token with a non-finite expiry is refused (``StoreError``) or not kept; nothing is
+        written and the store stays readable (``Infinity`` is not JSON)."""
+        store = self.make_store(clock)
+        assert isinstance(store, DiskStore)
+        kept = make_token(scopes={"write"})
+        store.put(kept)
+        bad = make_token(expires_at=expires_at)
+        with contextlib.suppress(StoreError):  # -inf and NaN are past: not kept at all
+            store.put(bad)
+        assert store.get(bad.token_hash) is None
+        assert hashes(store.list(TokenQuery()).items) == [kept.token_hash]
+        assert store.expunge_expired(clock.now) == 0
+
+    @pytest.mark.parametrize("prefix", ["g:", "h:"])
     def test_corrupt_index_entry_raises_store_error(self, clock: FakeClock, prefix: str) -> None:
-        """A malformed group, hash or revocation entry raises ``StoreError`` where it is read."""
+        """A malformed group or hash entry raises ``StoreError`` where it is read."""
         store = self.make_store(clock)
         assert isinstance(store, DiskStore)
         token, revoked = make_token(), make_token()

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from .._arguments import check_subject
 from .._config import IssuerOptions
 from .._decide import marks
 from .._exceptions import InvalidArgumentError
@@ -122,6 +123,7 @@ class AsyncTokenAuth(httpx.Auth):
         allowed_origins: Iterable[str] | None = None,
         retry_insufficient_scope: bool = False,
     ) -> None:
+        check_subject(subject)
         self.manager = manager
         self.scopes = None if scopes is None else sorted(normalize(scopes)[0])
         self.subject = subject

@@ -29,6 +29,7 @@ reads are read-only scripts. All processes sharing a prefix should use the same
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -39,10 +40,19 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from .._exceptions import StoreError, TokenRevokedError
+from .._arguments import finite
+from .._exceptions import CorruptEntryError, StoreError, TokenRevokedError
 from .._models import GroupKey, Token, is_token_hash
 from . import _redis_lua as lua
-from ._base import ExpiringStore, Page, TokenQuery, alive, newest_first, page_of
+from ._base import (
+    ExpiringStore,
+    Page,
+    TokenQuery,
+    alive,
+    newest_first,
+    page_of,
+    report_unreadable,
+)
 from ._crypto import EncryptingStore, make_cipher
 from ._redis_codec import (
     as_text,
@@ -193,6 +203,7 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
 
     async def try_lock(self, name: str, owner: str, lease: float) -> bool:
         """Take lock ``name`` for ``lease`` seconds if free (SET NX PX: atomic)."""
+        lease = finite("lease", lease, minimum=0)
         try:
             taken = await self._client.set(
                 self._lock_key(name), owner, nx=True, px=max(1, int(lease * 1000))
@@ -203,6 +214,7 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
 
     async def renew_lock(self, name: str, owner: str, lease: float) -> bool:
         """Extend the lease if ``owner`` still holds the lock (compare and PEXPIRE)."""
+        lease = finite("lease", lease, minimum=0)
         try:
             renewed = await self._renew_lock_script(
                 keys=[self._lock_key(name)], args=[owner, max(1, int(lease * 1000))]
@@ -310,8 +322,9 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
         try:
             until = float(raw)
         except ValueError:
-            raise StoreError("stored revocation entry is malformed") from None
-        return until > self._clock()
+            until = math.nan
+        # an unreadable revocation means revoked (fail closed), as in the scripts
+        return math.isnan(until) or until > self._clock()
 
     async def list(self, query: TokenQuery) -> Page:
         """Tokens matching ``query``, newest first, paged, with the total count.
@@ -326,6 +339,7 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
         except RedisError as exc:
             raise store_error(exc) from None
         matches: list[Token] = []
+        unreadable = 0
         for chunk in chunks(gids, _BATCH):
             flats = await self._run(self._groups_script, *chunk)
             keys: list[str] = []
@@ -334,10 +348,12 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
                 record = dict(zip(fields[::2], fields[1::2], strict=True))
                 if not record:
                     continue  # dropped since
-                group_json = record.pop("group", None)
-                if group_json is None:
-                    raise StoreError("stored group entry is malformed")
-                if not query.matches_group(parse_group(group_json)):
+                try:
+                    group = parse_group(record.pop("group", ""))
+                except CorruptEntryError:
+                    unreadable += 1
+                    continue
+                if not query.matches_group(group):
                     continue
                 prefix = self._prefix + "x:" + as_text(gid) + ":"
                 keys += [prefix + sid for sid in record]
@@ -348,10 +364,17 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
             except RedisError as exc:
                 raise store_error(exc) from None
             for raw in raws:
-                if raw is not None:
-                    for token in entry_tokens(raw, self._cipher):
-                        if alive(token, self._retain, now) and query.matches(token):
-                            matches.append(token)
+                if raw is None:
+                    continue
+                try:
+                    tokens = entry_tokens(raw, self._cipher)
+                except CorruptEntryError:
+                    unreadable += 1
+                    continue
+                for token in tokens:
+                    if alive(token, self._retain, now) and query.matches(token):
+                        matches.append(token)
+        report_unreadable("list skipped", unreadable)
         return page_of(matches, query)
 
     async def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
@@ -366,13 +389,16 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
             gids = await self._client.zrange(self._groups_key, 0, -1)
         except RedisError as exc:
             raise store_error(exc) from None
-        removed = 0
+        removed = unreadable = 0
         for chunk in chunks(gids, _BATCH):
             if query is not None:
                 chunk = await self._matching_groups(chunk, query)
                 if not chunk:
                     continue
-            removed += int(await self._write(self._expunge_script, script_number(now), *chunk))
+            counts = await self._write(self._expunge_script, script_number(now), *chunk)
+            removed += int(counts[0])
+            unreadable += int(counts[1])
+        report_unreadable("expunge_expired removed", unreadable)
         return removed
 
     async def _matching_groups(self, gids: Sequence[Any], query: TokenQuery) -> Sequence[Any]:
@@ -383,7 +409,13 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
         for gid, flat in zip(gids, flats, strict=True):
             fields = [as_text(item) for item in flat]
             group_json = dict(zip(fields[::2], fields[1::2], strict=True)).get("group")
-            if group_json is not None and query.matches_group(parse_group(group_json)):
+            if group_json is None:
+                continue
+            try:
+                group = parse_group(group_json)
+            except CorruptEntryError:
+                continue  # unreadable: a store-wide expunge_expired removes it
+            if query.matches_group(group):
                 matching.append(gid)
         return matching
 

@@ -40,9 +40,11 @@ Sync stores are usable by the async managers through ``AsyncStoreAdapter`` (``_a
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+from .._arguments import option
 from .._models import GroupKey, Token, TokenKind
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "alive",
     "newest_first",
     "page_of",
+    "report_unreadable",
 ]
 
 TokenStatus = Literal["valid", "expired", "all"]
@@ -132,14 +135,20 @@ def alive(token: Token, retain_expired: float, now: float) -> bool:
     return expires_at is None or expires_at + retain_expired > now
 
 
+def report_unreadable(what: str, count: int) -> None:
+    """One warning for the unreadable entries an operation skipped or removed."""
+    if count:
+        logging.getLogger("oauth2_token_manager").warning(
+            "%s %d unreadable store entries", what, count
+        )
+
+
 class ExpiringStore:
     """What the shipped stores share about expiry: ``retain_expired`` (checked here) and the
     clock deadlines are judged by (the wall clock, epoch seconds, unless one is injected)."""
 
     def __init__(self, retain_expired: float, clock: Callable[[], float]) -> None:
-        if not retain_expired >= 0:
-            raise ValueError("retain_expired must be a non-negative number of seconds")
-        self._retain = float(retain_expired)
+        self._retain = option("retain_expired", retain_expired)
         self._clock = clock
 
     @property

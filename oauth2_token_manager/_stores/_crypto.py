@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from .._exceptions import StoreError
+from .._exceptions import ConfigurationError, StoreError
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
@@ -88,10 +88,10 @@ class Cipher:
 
     def __init__(self, keys: Sequence[str | bytes]) -> None:
         if isinstance(keys, (str, bytes)):
-            raise TypeError("encryption_keys takes a sequence of keys, not one key")
+            raise ConfigurationError("encryption_keys takes a sequence of keys, not one key")
         keys = list(keys)
         if not keys:
-            raise ValueError("encryption_keys must hold at least one key")
+            raise ConfigurationError("encryption_keys must hold at least one key")
         fernet = _fernet_class()
         from cryptography.fernet import InvalidToken
 
@@ -100,14 +100,14 @@ class Cipher:
         primary_id = ""
         for number, key in enumerate(keys, 1):
             if not isinstance(key, (str, bytes)):
-                raise TypeError(f"encryption key #{number} is not a str or bytes")
+                raise ConfigurationError(f"encryption key #{number} is not a str or bytes")
             try:
                 raw = base64.urlsafe_b64decode(key)
                 if len(raw) != 32:
                     raise ValueError
                 instance = fernet(key)
             except (ValueError, binascii.Error):
-                raise ValueError(
+                raise ConfigurationError(
                     f"encryption key #{number} is not a Fernet key (32 url-safe base64-encoded "
                     "bytes; see generate_encryption_key())"
                 ) from None

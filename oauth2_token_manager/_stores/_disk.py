@@ -36,7 +36,8 @@ from typing import Any
 
 import diskcache
 
-from .._exceptions import StoreError
+from .._arguments import finite
+from .._exceptions import ConfigurationError, CorruptEntryError, StoreError
 from .._models import GroupKey, Token, token_from_dict
 from ._base import TokenQuery
 from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, EncryptingStore, make_cipher
@@ -44,6 +45,13 @@ from ._kv import KVStore
 
 __all__ = ["DiskStore", "default_directory"]
 
+
+def _no_constant(name: str) -> Any:
+    """``parse_constant`` of stored entries: ``NaN`` and ``Infinity`` are not JSON."""
+    raise ValueError("not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # one, built once: the hot path
 _DB_NAME = "cache.db"  # diskcache's file name
 _DB_ERRORS = (sqlite3.Error, diskcache.Timeout, OSError)
 _LOCK_PREFIX = "l:"  # + a name derived from the cache key (no token value in it)
@@ -164,6 +172,8 @@ class DiskStore(KVStore, EncryptingStore):
         *,
         encryption_keys: Sequence[str | bytes] | None = None,
     ) -> None:
+        if not isinstance(directory, str | os.PathLike) or not str(directory):
+            raise ConfigurationError("a DiskStore directory is a non-empty path")
         super().__init__(retain_expired, clock)
         self._cipher = make_cipher(encryption_keys)
         self._directory = Path(directory).expanduser()
@@ -218,6 +228,7 @@ class DiskStore(KVStore, EncryptingStore):
 
     def try_lock(self, name: str, owner: str, lease: float) -> bool:
         """Take lock ``name`` for ``lease`` seconds if free or its lease ran out (atomic add)."""
+        lease = finite("lease", lease, minimum=0)  # a NaN lease would never run out
         try:
             return bool(self._cache.add(_LOCK_PREFIX + name, owner, expire=lease))
         except _DB_ERRORS as exc:
@@ -225,6 +236,7 @@ class DiskStore(KVStore, EncryptingStore):
 
     def renew_lock(self, name: str, owner: str, lease: float) -> bool:
         """Extend the lease if ``owner`` still holds the lock."""
+        lease = finite("lease", lease, minimum=0)
         with self._transaction():
             if self._cache.get(_LOCK_PREFIX + name) != owner:
                 return False
@@ -323,9 +335,11 @@ class DiskStore(KVStore, EncryptingStore):
     @staticmethod
     def _loads(text: str | bytes) -> Any:
         try:
-            return json.loads(text)
-        except ValueError:
-            raise StoreError("the token store holds an entry that is not valid JSON") from None
+            return _DECODER.decode(text if isinstance(text, str) else text.decode())
+        except (ValueError, RecursionError):
+            raise CorruptEntryError(
+                "the token store holds an entry that is not valid JSON"
+            ) from None
 
     def _read(self, key: Any) -> Any:
         try:
@@ -343,7 +357,10 @@ class DiskStore(KVStore, EncryptingStore):
             if expire <= 0:
                 self._remove(key)
                 return
-        text = json.dumps(value, separators=(",", ":"))
+        try:
+            text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # never write what cannot be read back (Infinity is not JSON)
+            raise StoreError("a token entry is not storable: a number is not finite") from None
         try:
             self._cache.set(key, text, expire=expire)
         except _DB_ERRORS as exc:
@@ -393,7 +410,7 @@ class DiskStore(KVStore, EncryptingStore):
             if isinstance(raw, list):
                 raise StoreError(NOT_ENCRYPTED)
             if not isinstance(raw, dict):
-                raise StoreError("stored token entry is malformed: not an encrypted entry")
+                raise CorruptEntryError("stored token entry is malformed: not an encrypted entry")
             raw = self._loads(self._cipher.open(raw.get("key_id"), raw.get("encrypted")))
         elif isinstance(raw, dict) and "encrypted" in raw:
             raise StoreError(ENCRYPTED_WITHOUT_KEY)
@@ -402,10 +419,10 @@ class DiskStore(KVStore, EncryptingStore):
     @staticmethod
     def _decode_plain(raw: Any) -> tuple[Token, ...]:
         if not isinstance(raw, list):
-            raise StoreError("stored token entry is malformed: not a list")
+            raise CorruptEntryError("stored token entry is malformed: not a list")
         return tuple(token_from_dict(item) for item in raw)
 
     def _decode_ref(self, raw: Any) -> str:
         if not isinstance(raw, str) or not raw.startswith("x:"):
-            raise StoreError("stored hash entry is malformed")
+            raise CorruptEntryError("stored hash entry is malformed")
         return raw

@@ -31,16 +31,28 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import math
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .._exceptions import StoreError, TokenRevokedError
+from .._arguments import finite, is_finite_number
+from .._exceptions import CorruptEntryError, TokenRevokedError
 from .._models import GroupKey, Token, hash_prefix, is_token_hash
-from ._base import ExpiringStore, Page, TokenQuery, alive, newest_first, page_of
+from ._base import (
+    ExpiringStore,
+    Page,
+    TokenQuery,
+    alive,
+    newest_first,
+    page_of,
+    report_unreadable,
+)
 
 __all__ = ["KVStore"]
+
+logger = logging.getLogger("oauth2_token_manager")
 
 _NO_LOCK: AbstractContextManager[object] = contextlib.nullcontext()
 _ABSENT = object()
@@ -146,20 +158,25 @@ class KVStore(ExpiringStore, abc.ABC):
                 raise TypeError("ill-typed group entry")
             for scope_key, deadline in scopes.items():
                 if not isinstance(scope_key, str) or not (
-                    deadline is None or isinstance(deadline, (int, float))
+                    deadline is None or is_finite_number(deadline)
                 ):
                     raise TypeError("ill-typed group entry")
         except (TypeError, ValueError) as exc:
-            raise StoreError(f"stored group entry is malformed: {exc}") from None
+            raise CorruptEntryError(f"stored group entry is malformed: {exc}") from None
         return group, dict(scopes)
 
     def _revoked_until(self, token_hash: str) -> float | None:
-        """The stored ``until`` of a revocation (past or not), or ``None``."""
-        raw = self._read(self._revoked_key(token_hash))
+        """The stored ``until`` of a revocation (past or not), or ``None``; ``inf`` when the
+        entry cannot be read: a revocation that cannot be read means revoked (fail closed)."""
+        try:
+            raw = self._read(self._revoked_key(token_hash))
+        except CorruptEntryError:
+            raw = math.inf
         if raw is None:
             return None
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise StoreError("stored revocation entry is malformed")
+        if not is_finite_number(raw):
+            logger.warning("revocation entry %s is unreadable: revoked", hash_prefix(token_hash))
+            return math.inf
         return float(raw)
 
     def _save_entry(self, group: GroupKey, scope_key: str, xkey: Any, tokens: list[Token]) -> None:
@@ -192,14 +209,27 @@ class KVStore(ExpiringStore, abc.ABC):
                 self._remove(hkey)
 
     def _unlink(self, token_hash: str, now: float) -> Token | None:
-        """Remove a token from every index (in a transaction); return it if it was alive."""
+        """Remove a token from every index (in a transaction); return it if it was alive.
+
+        Repairs: an unreadable hash ref is removed, and so is the unreadable exact entry it
+        points to (its other tokens were unreadable too)."""
         hkey = self._hash_key(token_hash)
-        ref = self._read(hkey)
-        if ref is None:
+        try:
+            ref = self._read(hkey)
+            if ref is None:
+                return None
+            xkey = self._decode_ref(ref)
+        except CorruptEntryError:
+            logger.warning("removed the unreadable hash entry of %s", hash_prefix(token_hash))
+            self._remove(hkey)
             return None
         self._remove(hkey)
-        xkey = self._decode_ref(ref)
-        tokens = self._tokens_at(xkey)
+        try:
+            tokens = self._tokens_at(xkey)
+        except CorruptEntryError:
+            logger.warning("removed the unreadable entry holding %s", hash_prefix(token_hash))
+            self._remove(xkey)
+            return None
         found = next((t for t in tokens if t.token_hash == token_hash), None)
         if found is None:
             return None  # a dangling ref
@@ -319,12 +349,13 @@ class KVStore(ExpiringStore, abc.ABC):
         """
         if not is_token_hash(token_hash):
             raise ValueError("revoke() takes a token_hash (SHA-256 hex), not a token value")
+        until = finite("until", until)
         with self._transaction():
             now = self._now()
             self._unlink(token_hash, now)
             current = self._revoked_until(token_hash)
-            if current is not None and current > until:
-                until = current  # never shorten a revocation
+            if current is not None and until < current < math.inf:
+                until = current  # never shorten a revocation (an unreadable one is replaced)
             if until > now:
                 self._write(self._revoked_key(token_hash), float(until), float(until))
 
@@ -341,17 +372,28 @@ class KVStore(ExpiringStore, abc.ABC):
         tokens is read.
         """
         matches: list[Token] = []
+        unreadable = 0
         with self._reading():
             now = self._now()
             for gkey in self._group_keys():
-                record = self._read_group(gkey)
+                try:
+                    record = self._read_group(gkey)
+                except CorruptEntryError:
+                    unreadable += 1
+                    continue
                 if record is None or not query.matches_group(record[0]):
                     continue
                 group, scopes = record
                 for scope_key in scopes:
-                    for token in self._tokens_at(self._exact_key(group, scope_key)):
+                    try:
+                        tokens = self._tokens_at(self._exact_key(group, scope_key))
+                    except CorruptEntryError:
+                        unreadable += 1
+                        continue
+                    for token in tokens:
                         if alive(token, self._retain, now) and query.matches(token):
                             matches.append(token)
+        report_unreadable("list skipped", unreadable)
         return page_of(matches, query)
 
     def expunge_expired(self, now: float, query: TokenQuery | None = None) -> int:
@@ -361,12 +403,17 @@ class KVStore(ExpiringStore, abc.ABC):
         Explicit, so ``retain_expired`` does not apply: it only delays the automatic removal.
         One transaction per group, so that a large store does not block writers for long.
         """
-        removed = 0
+        removed = unreadable = 0
         with self._reading():
             gkeys = list(self._group_keys())
         for gkey in gkeys:
             with self._transaction():
-                record = self._read_group(gkey)
+                try:
+                    record = self._read_group(gkey)
+                except CorruptEntryError:
+                    unreadable += 1
+                    self._remove(gkey)
+                    continue
                 if record is None:
                     continue
                 group, scopes = record
@@ -374,7 +421,12 @@ class KVStore(ExpiringStore, abc.ABC):
                     continue
                 for scope_key in list(scopes):
                     xkey = self._exact_key(group, scope_key)
-                    tokens = self._tokens_at(xkey)
+                    try:
+                        tokens = self._tokens_at(xkey)
+                    except CorruptEntryError:
+                        unreadable += 1
+                        self._save_entry(group, scope_key, xkey, [])
+                        continue
                     expired = [t for t in tokens if t.expired(now)]
                     if not expired:
                         continue
@@ -382,4 +434,5 @@ class KVStore(ExpiringStore, abc.ABC):
                     removed += len(expired)
                     self._save_entry(group, scope_key, xkey, kept)
                     self._drop_refs(expired, xkey)
+        report_unreadable("expunge_expired removed", unreadable)
         return removed

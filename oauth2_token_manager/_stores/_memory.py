@@ -19,6 +19,7 @@ from typing import Any
 
 from cachetools import TLRUCache
 
+from .._exceptions import ConfigurationError
 from .._models import GroupKey, Token
 from ._base import TokenQuery, alive
 from ._kv import KVStore
@@ -76,8 +77,8 @@ class MemoryStore(KVStore):
         retain_expired: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be at least 1")
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ConfigurationError("maxsize must be an integer of at least 1")
         super().__init__(retain_expired, clock)
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._exceptions import StoreError
+from .._exceptions import CorruptEntryError, StoreError
 from .._models import GroupKey, Token, token_from_dict
 from ._crypto import ENCRYPTED_WITHOUT_KEY, NOT_ENCRYPTED, Cipher
 from ._redis_lua import ERROR_MARK
@@ -122,10 +122,10 @@ def parse_entry(raw: Any) -> list[dict[str, Any]]:
     """The lines of a stored exact entry, parsed; ``StoreError`` when it is not one."""
     try:
         data = json.loads(raw)
-    except (TypeError, ValueError):
-        raise StoreError(NOT_JSON) from None
+    except (TypeError, ValueError, RecursionError):
+        raise CorruptEntryError(NOT_JSON) from None
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise StoreError("stored token entry is malformed: not a list of tokens")
+        raise CorruptEntryError("stored token entry is malformed: not a list of tokens")
     return data
 
 
@@ -136,14 +136,16 @@ def decrypt_line(item: dict[str, Any], cipher: Cipher) -> Token:
     payload = cipher.open(item.get("key_id"), item.get("encrypted"))
     try:
         data = json.loads(payload)
-    except ValueError:
-        raise StoreError(NOT_JSON) from None
+    except (ValueError, RecursionError):
+        raise CorruptEntryError(NOT_JSON) from None
     if not isinstance(data, dict):
-        raise StoreError("stored token entry is malformed: not a token")
+        raise CorruptEntryError("stored token entry is malformed: not a token")
     token = token_from_dict(data)
     clear = [item.get(name) for name in ("token_hash", "expires_at", "updated_at", "issued_at")]
     if clear != [token.token_hash, token.expires_at, token.updated_at, token.issued_at]:
-        raise StoreError("stored token entry is inconsistent: clear fields differ from its token")
+        raise CorruptEntryError(
+            "stored token entry is inconsistent: clear fields differ from its token"
+        )
     return token
 
 
@@ -198,10 +200,10 @@ def parse_group(text: str) -> GroupKey:
     try:
         fields = json.loads(text)
         group = GroupKey(*fields)
-    except (TypeError, ValueError):
-        raise StoreError("stored group entry is malformed") from None
+    except (TypeError, ValueError, RecursionError):
+        raise CorruptEntryError("stored group entry is malformed") from None
     if not all(isinstance(f, str) for f in group):
-        raise StoreError("stored group entry is malformed")
+        raise CorruptEntryError("stored group entry is malformed")
     return group
 
 

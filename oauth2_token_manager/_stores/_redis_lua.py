@@ -8,7 +8,8 @@ The rules the scripts keep:
   atomic and isolated, so concurrent writers in any number of processes lose nothing, and a
   rotation shows the new token at the same instant the old one goes.
 - A write script reads and checks everything first (an overlay of the entries it read collects
-  every change) and writes at the end, so a corrupt entry fails it before it changed anything.
+  every change) and writes at the end, so a corrupt entry fails it before it changed anything;
+  except that ``delete`` and ``expunge`` remove the entries they cannot parse (the repair).
   Its own errors start with ``ERROR_MARK`` (``_redis_codec.store_error`` turns them into
   ``StoreError``).
 - ``cjson`` only *decodes* a token line (to read its hash, expiry and sort fields): lines are
@@ -68,6 +69,20 @@ for id in string.gmatch(ARGV[4], '[^,]+') do KIDS[id] = true end
 
 local function fail(what)
   error({err = @ERROR_MARK@ .. what})
+end
+
+-- Repair: ``delete`` sets REPAIR (an unreadable exact entry or hash ref is removed instead of
+-- failing the script), ``expunge`` REPAIR and REPAIR_GROUPS (an unreadable group entry too).
+-- Only what cannot be parsed ("malformed"); an entry of another key or mode is never removed.
+local REPAIR, REPAIR_GROUPS, repaired = false, false, 0
+local function repairable(e, allowed)
+  local text = e  -- pcall hands over fail()'s message as a string
+  if type(e) == 'table' then text = e.err end
+  text = tostring(text)
+  if not (allowed and string.find(text, 'malformed', 1, true)) then
+    error({err = text}, 0)
+  end
+  repaired = repaired + 1
 end
 
 local function fmt(n)
@@ -131,12 +146,18 @@ local function entry(xs)
   en = {items = {}, dirty = false}
   local raw = redis.call('GET', P .. 'x:' .. xs)
   if raw then
-    if string.sub(raw, 1, 2) ~= '[\n' or string.sub(raw, -2) ~= '\n]' then
-      fail('stored token entry is malformed')
-    end
-    for line in string.gmatch(string.sub(raw, 3, -3), '[^\n]+') do
-      if string.byte(line, -1) == 44 then line = string.sub(line, 1, -2) end
-      table.insert(en.items, decode_line(line))
+    local ok, e = pcall(function()
+      if string.sub(raw, 1, 2) ~= '[\n' or string.sub(raw, -2) ~= '\n]' then
+        fail('stored token entry is malformed')
+      end
+      for line in string.gmatch(string.sub(raw, 3, -3), '[^\n]+') do
+        if string.byte(line, -1) == 44 then line = string.sub(line, 1, -2) end
+        table.insert(en.items, decode_line(line))
+      end
+    end)
+    if not ok then
+      repairable(e, REPAIR)
+      en = {items = {}, dirty = true}
     end
   end
   entries[xs] = en
@@ -149,7 +170,10 @@ local function ref(h)
   if r then return r end
   local v = redis.call('GET', P .. 'h:' .. h)
   if v and not (#v == 129 and string.match(v, '^%x+:%x+$')) then
-    fail('stored hash entry is malformed')
+    repairable(@ERROR_MARK@ .. 'stored hash entry is malformed', REPAIR)
+    r = {xs = false, dirty = true}
+    refs[h] = r
+    return r
   end
   r = {xs = v, dirty = false}
   refs[h] = r
@@ -174,25 +198,31 @@ local function group(gid)
   if g then return g end
   g = {fields = {}, json = nil, dirty = false, exists = false}
   local flat = redis.call('HGETALL', P .. 'g:' .. gid)
-  for k = 1, #flat, 2 do
-    local f, v = flat[k], flat[k + 1]
-    g.exists = true
-    if f == 'group' then
-      g.json = v
-    else
-      if not (#f == 64 and string.match(f, '^%x+$')) then
-        fail('stored group entry is malformed')
-      end
-      if v == 'never' then
-        g.fields[f] = NEVER
+  local ok, e = pcall(function()
+    for k = 1, #flat, 2 do
+      local f, v = flat[k], flat[k + 1]
+      g.exists = true
+      if f == 'group' then
+        g.json = v
       else
-        local n = tonumber(v)
-        if not n then fail('stored group entry is malformed') end
-        g.fields[f] = n
+        if not (#f == 64 and string.match(f, '^%x+$')) then
+          fail('stored group entry is malformed')
+        end
+        if v == 'never' then
+          g.fields[f] = NEVER
+        else
+          local n = tonumber(v)
+          if not n or n ~= n then fail('stored group entry is malformed') end
+          g.fields[f] = n
+        end
       end
     end
+    if g.exists and not g.json then fail('stored group entry is malformed') end
+  end)
+  if not ok then
+    repairable(e, REPAIR_GROUPS)
+    g = {fields = {}, json = nil, dirty = true, exists = false}
   end
-  if g.exists and not g.json then fail('stored group entry is malformed') end
   groups[gid] = g
   return g
 end
@@ -239,7 +269,7 @@ local function revoked(h)
   local v = redis.call('GET', P .. 'r:' .. h)
   if not v then return false end
   local u = tonumber(v)
-  if not u then fail('stored revocation entry is malformed') end
+  if not u or u ~= u then return true end  -- unreadable: revoked (fail closed)
   return u > NOW
 end
 
@@ -351,6 +381,7 @@ return 0
 
 # delete: ARGV[5] the hash. Returns the removed token's line if it was alive.
 _DELETE = r"""
+REPAIR = true
 local found = unlink(ARGV[5])
 flush()
 if found then return found.line end
@@ -364,19 +395,20 @@ local untl = tonumber(ARGV[6])
 unlink(h)
 local cur = redis.call('GET', P .. 'r:' .. h)
 if cur then
-  local c = tonumber(cur)
-  if not c then fail('stored revocation entry is malformed') end
-  if c > untl then untl = c end
+  local c = tonumber(cur)  -- an unreadable one is replaced
+  if c and c > untl and c < math.huge then untl = c end
 end
 flush()
 if untl > NOW then store(P .. 'r:' .. h, fmt(untl), untl) end
 return 0
 """
 
-# expunge: ARGV[5] the ``now`` expiry is judged at, ARGV[6...] group ids. Returns the count.
+# expunge: ARGV[5] the ``now`` expiry is judged at, ARGV[6...] group ids. Returns {the count of
+# tokens removed, the count of unreadable entries removed}.
 _EXPUNGE = r"""
 local EXP = tonumber(ARGV[5])
 local removed = 0
+REPAIR, REPAIR_GROUPS = true, true
 for k = 6, #ARGV do
   local gid = ARGV[k]
   local g = group(gid)
@@ -398,7 +430,7 @@ for k = 6, #ARGV do
   end
 end
 flush()
-return removed
+return {removed, repaired}
 """
 
 # Read-only. get: ARGV[1] prefix, ARGV[2] hash -> {ref, entry} or nil.

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from .._client_auth import ClientConfig
-from .._config import IssuerOptions
+from .._config import issuer_options
 from .._deadline import time_left
 from .._events import EventKind, TokenEvent, emit
 from .._exceptions import (
@@ -78,7 +78,7 @@ class Issuer:
     ) -> None:
         self.url = url
         self.client = client
-        self.options = IssuerOptions(**options)
+        self.options = issuer_options(url, client, store, options)
         self._sleep = sync_sleep_from(self.options.sleep)
         self.store: TokenStore = sync_store(store, self.options.clock)
         self._owns_http = http is None

@@ -22,6 +22,14 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, cast
 
+from .._arguments import (
+    check_list,
+    check_lookup,
+    check_registration,
+    check_subject,
+    check_token,
+    check_update,
+)
 from .._config import ANY, AnyType
 from .._deadline import bounded, deadline, suspended
 from .._decide import (
@@ -181,6 +189,7 @@ class _TokenManager:
             return stored.value, stored
         if hash_ is not None:
             raise InvalidArgumentError("give a token (or its value) or hash=, exactly one")
+        check_token(token)
         value = token.value if isinstance(token, Token) else token
         store = self.issuer.store
         stored = self._mine(store.get(token_hash(value)))
@@ -222,10 +231,23 @@ class _TokenManager:
         too, since the server would reject it. ``resource`` applies to access tokens only: a
         refresh token serves every resource of its grant (RFC 8707 §2.2).
         """
-        if resource is not None and self.kind == "refresh":
-            raise ValueError("resource applies to access tokens; refresh tokens serve any resource")
         iss = self.issuer
         now = iss.options.clock()
+        scope_set, expires_at = check_registration(
+            value,
+            subject=subject,
+            scopes=scopes,
+            expires_at=expires_at,
+            expires_in=expires_in,
+            token_type=token_type,
+            resource=resource,
+            extra=extra,
+            now=now,
+        )
+        if resource is not None and self.kind == "refresh":
+            raise InvalidArgumentError(
+                "resource applies to access tokens; refresh tokens serve any resource"
+            )
         hash_ = token_hash(value)
         try:
             revoked = iss.store.is_revoked(hash_)
@@ -235,8 +257,6 @@ class _TokenManager:
             ) from exc
         if revoked:
             raise TokenRevokedError(f"token {hash_[:12]} was revoked and cannot be registered")
-        if expires_at is None and expires_in is not None:
-            expires_at = now + expires_in
         introspection: IntrospectionResult | None = None
         if auto_introspect is None:
             auto_introspect = iss.options.auto_introspect
@@ -248,7 +268,7 @@ class _TokenManager:
             issuer=iss.url,
             client_id=self._client_id,
             subject=subject,
-            scopes=normalize(scopes)[0] if scopes is not None else None,
+            scopes=scope_set,
             expires_at=expires_at,
             token_type=token_type,
             resource=resource,
@@ -406,6 +426,7 @@ class _TokenManager:
         With ``revoke_on_delete`` (and not ``local_only``) each is revoked first; failures are
         collected and raised as one ``RevocationError`` after every token was removed locally.
         """
+        check_subject(subject)
         page = self.list(subject=subject)
         failures: list[OAuth2TokenManagerError] = []
         count = 0
@@ -439,6 +460,7 @@ class _TokenManager:
     ) -> Page:
         """Stored tokens of this kind, newest first. ``subject=None``: client credentials;
         ``client_id`` defaults to this client (``ANY`` lists every client's)."""
+        check_list(subject, client_id, status, offset, limit, ANY)
         query = TokenQuery(
             issuer=self.issuer.url,
             kind=self.kind,
@@ -468,6 +490,7 @@ class _TokenManager:
 
         ``token`` is a ``Token`` or a value; ``hash=`` names it by its hash (or a unique
         prefix)."""
+        check_update(scopes, expires_at, extra, _UNSET)
         value, stored = self._resolve(token, hash)
         if stored is None:
             raise TokenNotFoundError(f"no stored {self.kind} token {token_hash(value)[:12]}")
@@ -537,6 +560,7 @@ class AccessTokenManager(_TokenManager):
         retries, locks) ends after ``timeout`` seconds (default: the ``deadline`` option)
         with ``DeadlineExceededError``; a token found in the store is returned at once.
         """
+        check_lookup(subject, resource, match)
         iss = self.issuer
         options = iss.options
         if scopes is None:
@@ -852,6 +876,7 @@ class RefreshTokenManager(_TokenManager):
         self, subject: str, scopes: Iterable[str] | None = None, *, timeout: float | None = None
     ) -> RefreshToken:
         """A stored usable refresh token of ``subject`` that covers ``scopes`` (no I/O)."""
+        check_subject(subject, optional=False)
         iss = self.issuer
         want = normalize(scopes)[0] if scopes is not None else None
         found = select_refresh(

@@ -7,19 +7,28 @@ maps one onto the other; everything built on them is written once, in ``_async/`
   ``AsyncSleep`` / ``Sleep`` are their types, and ``async_sleep_from`` / ``sync_sleep_from``
   pick an issuer's sleep: the injected ``sleep`` option (tests inject a fake one) or these.
 - ``async_loop_identity`` / ``sync_loop_identity``: what async locks must not be shared across
-  (the running event loop), nothing for thread locks.
+  (the running event loop), nothing for thread locks; ``async_loop_alive`` /
+  ``sync_loop_alive``: whether what was kept for such an identity may still be used.
 - ``AsyncBackground`` / ``Background``: call a function every ``interval`` seconds while a block
   runs (lease renewal), in a task / a daemon thread.
+- ``reset_after_fork(obj)``: call ``obj._after_fork()`` in the child of every later
+  ``os.fork()`` (gunicorn ``--preload``, Celery, ``multiprocessing`` with fork) while ``obj``
+  lives, so that it drops what the child must not share with its parent (pooled connections,
+  lock tables, thread locks another thread of the parent may hold). Nothing is checked on
+  the hot path: ``os.register_at_fork`` runs the resets once, in the child, before it goes on.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -34,9 +43,12 @@ __all__ = [
     "Background",
     "Lock",
     "Sleep",
+    "async_loop_alive",
     "async_loop_identity",
     "async_sleep",
     "async_sleep_from",
+    "reset_after_fork",
+    "sync_loop_alive",
     "sync_loop_identity",
     "sync_sleep",
     "sync_sleep_from",
@@ -166,6 +178,18 @@ def sync_loop_identity() -> object:
     return None
 
 
+def async_loop_alive(identity: object) -> bool:
+    """Whether the event loop of an ``async_loop_identity()`` may run again: an asyncio loop
+    until it is closed; a trio run cannot be asked (assumed alive)."""
+    is_closed = getattr(getattr(identity, "native_token", None), "is_closed", None)
+    return is_closed is None or not is_closed()
+
+
+def sync_loop_alive(identity: object) -> bool:
+    """The one identity of threads is always alive."""
+    return True
+
+
 class AsyncBackground:
     """Run ``await fn()`` every ``interval`` seconds while the ``async with`` block runs."""
 
@@ -225,3 +249,28 @@ class Background:
     ) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class _ForkAware(Protocol):
+    def _after_fork(self) -> None: ...
+
+
+_FORK_AWARE: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
+
+
+def reset_after_fork(obj: _ForkAware) -> None:
+    """Call ``obj._after_fork()`` in the child process after every ``os.fork()`` while ``obj``
+    is alive (it is held weakly)."""
+    _FORK_AWARE.add(obj)
+
+
+def _reset_in_child() -> None:
+    for obj in list(_FORK_AWARE):
+        try:
+            obj._after_fork()
+        except Exception:  # the child goes on; a failed reset is logged, never lost
+            logger.warning("resetting %s after fork failed", type(obj).__name__, exc_info=True)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_reset_in_child)

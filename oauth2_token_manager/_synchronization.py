@@ -20,6 +20,7 @@ maps one onto the other; everything built on them is written once, in ``_async/`
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -45,11 +46,13 @@ __all__ = [
     "Sleep",
     "async_loop_alive",
     "async_loop_identity",
+    "async_loop_is_asyncio",
     "async_sleep",
     "async_sleep_from",
     "reset_after_fork",
     "sync_loop_alive",
     "sync_loop_identity",
+    "sync_loop_is_asyncio",
     "sync_sleep",
     "sync_sleep_from",
 ]
@@ -187,6 +190,16 @@ def async_loop_alive(identity: object) -> bool:
 
 def sync_loop_alive(identity: object) -> bool:
     """The one identity of threads is always alive."""
+    return True
+
+
+def async_loop_is_asyncio(identity: object) -> bool:
+    """Whether an ``async_loop_identity()`` is an asyncio loop (not trio)."""
+    return isinstance(getattr(identity, "native_token", None), asyncio.AbstractEventLoop)
+
+
+def sync_loop_is_asyncio(identity: object) -> bool:
+    """Threads need no event loop: always ``True``, as for asyncio."""
     return True
 
 

@@ -29,10 +29,11 @@ reads are read-only scripts. All processes sharing a prefix should use the same
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool as AsyncBlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
@@ -41,6 +42,7 @@ from redis.exceptions import RedisError
 
 from .._exceptions import StoreError, TokenRevokedError
 from .._models import GroupKey, Token, is_token_hash
+from .._synchronization import async_loop_alive, async_loop_identity, async_loop_is_asyncio
 from . import _redis_lua as lua
 from ._base import ExpiringStore, Page, TokenQuery, alive, newest_first, page_of
 from ._crypto import EncryptingStore, make_cipher
@@ -61,6 +63,51 @@ from ._redis_codec import (
 )
 
 __all__ = ["AsyncRedisStore"]
+
+
+class _AsyncPoolPerLoop(AsyncBlockingConnectionPool):
+    """The pool of a store made from a ``url``: one blocking pool per event loop.
+
+    redis-py's asyncio connections belong to the event loop that opened them; with one pool
+    per loop, one store serves loops one after the other (``asyncio.run`` twice) or at once
+    (threads). The pools of closed loops are forgotten. The sync twin has one pool (threads
+    share it).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        cast(Any, super()).__init__(**kwargs)  # redis-py's sync pool is untyped
+        self._settings = kwargs
+        self._pools: dict[object, Any] = {}
+        self._pools_guard = threading.Lock()
+
+    def _pool(self) -> Any:
+        loop = async_loop_identity()
+        if not async_loop_is_asyncio(loop):
+            raise StoreError("AsyncRedisStore needs asyncio (redis.asyncio does not run on trio)")
+        pool = self._pools.get(loop)
+        if pool is None:
+            with self._pools_guard:
+                pool = self._pools.get(loop)
+                if pool is None:
+                    kept = {k: p for k, p in self._pools.items() if async_loop_alive(k)}
+                    make: Any = AsyncBlockingConnectionPool
+                    pool = kept[loop] = make(**self._settings)
+                    self._pools = kept
+        return pool
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._pool().get_connection(*args, **kwargs)
+
+    async def release(self, connection: Any) -> None:
+        await self._pool().release(connection)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        """Disconnect this loop's pool; those of other loops are forgotten (their
+        connections cannot be closed from here)."""
+        pool = self._pool()
+        self._pools = {}
+        await pool.disconnect(inuse_connections)
+
 
 _BATCH = 256  # groups per script call or MGET in ``list`` and ``expunge_expired``
 _ROTATE_BATCH = 64  # exact entries per MGET and script call in ``rotate_encryption``
@@ -110,7 +157,7 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
             assert url is not None
             # A blocking pool: many concurrent callers wait for a connection instead of
             # failing with "too many connections".
-            pool = AsyncBlockingConnectionPool.from_url(
+            pool = _AsyncPoolPerLoop.from_url(
                 url, max_connections=max_connections, timeout=pool_timeout
             )
             client = AsyncRedis(connection_pool=pool)

@@ -448,3 +448,26 @@ def test_two_loops_asking_one_key_send_one_request_per_loop(auth_server: AuthSer
     before = auth_server.token_counts()["client_credentials"]
     assert run_loops(["asyncio", "asyncio"], work) == []
     assert auth_server.token_counts()["client_credentials"] - before == 2
+
+
+def test_close_closes_what_the_issuer_made_only(tmp_path: Path) -> None:
+    """``Issuer.close`` closes the HTTP client it made and leaves a given client and a given
+    store open (they are the caller's); a closed issuer refuses to send (typed error)."""
+    import httpx
+
+    made_issuer = Issuer("https://as.example", ClientConfig("c", "secret-of-the-test"))
+    made = made_issuer.http
+    made_issuer.close()
+    assert made.is_closed
+    with pytest.raises(ConfigurationError, match="closed"):
+        made_issuer.http  # noqa: B018
+
+    http = httpx.Client()
+    with DiskStore(tmp_path / "tokens") as store:
+        given = Issuer(
+            "https://as.example", ClientConfig("c", "secret-of-the-test"), http=http, store=store
+        )
+        given.close()
+        assert not http.is_closed
+        assert store.find(AccessTokenManager(given)._group(None), "x") == []  # still open
+    http.close()

@@ -11,6 +11,8 @@ maps one onto the other; everything built on them is written once, in ``_async/`
   ``sync_loop_alive``: whether what was kept for such an identity may still be used.
 - ``AsyncBackground`` / ``Background``: call a function every ``interval`` seconds while a block
   runs (lease renewal), in a task / a daemon thread.
+- ``PerLoop``: one value (an HTTP client, a connection pool) per event loop, made on first
+  use there; those of closed loops are forgotten, and a forked child starts with none.
 - ``reset_after_fork(obj)``: call ``obj._after_fork()`` in the child of every later
   ``os.fork()`` (gunicorn ``--preload``, Celery, ``multiprocessing`` with fork) while ``obj``
   lives, so that it drops what the child must not share with its parent (pooled connections,
@@ -29,7 +31,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -43,6 +45,7 @@ __all__ = [
     "AsyncSleep",
     "Background",
     "Lock",
+    "PerLoop",
     "Sleep",
     "async_loop_alive",
     "async_loop_identity",
@@ -287,3 +290,53 @@ def _reset_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_reset_in_child)
+
+
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """One value per event loop, made by ``make()`` on first use in that loop.
+
+    ``identity`` and ``alive`` are ``async_loop_identity`` / ``async_loop_alive`` (or their
+    ``sync_`` twins: one value for all threads). Making a value forgets those of loops that
+    are closed (they cannot be closed from another loop: their owner drops them). A forked
+    child starts with no value: the parent's (pooled connections) are never used there.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], T],
+        identity: Callable[[], object],
+        alive: Callable[[object], bool],
+    ) -> None:
+        self._make = make
+        self._identity = identity
+        self._alive = alive
+        self._values: dict[object, T] = {}
+        self._guard = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._values = {}  # the parent's: dropped, never closed or used here
+        self._guard = threading.Lock()
+
+    def get(self) -> T:
+        """The value of the running event loop (made now if it has none)."""
+        loop = self._identity()
+        value = self._values.get(loop)
+        if value is None:
+            with self._guard:  # two threads' first calls make one value
+                value = self._values.get(loop)
+                if value is None:
+                    kept = {k: v for k, v in self._values.items() if self._alive(k)}
+                    value = kept[loop] = self._make()
+                    self._values = kept
+        return value
+
+    def take(self) -> tuple[T | None, int]:
+        """Forget every value: the running loop's is returned (to be closed), with how many
+        values of other loops were dropped."""
+        values, self._values = self._values, {}
+        mine = values.pop(self._identity(), None)
+        return mine, len(values)

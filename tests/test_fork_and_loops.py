@@ -330,7 +330,7 @@ def test_asyncio_run_twice_on_one_manager(auth_server: AuthServer) -> None:
     second = asyncio.run(manager.get(scopes=["api:write"]))
     assert first.scopes == frozenset({"api:read"})
     assert second.scopes == frozenset({"api:write"})
-    assert len(issuer._clients) == 1  # the closed loop's client was dropped
+    assert len(issuer._clients._values) == 1  # the closed loop's client was dropped
     asyncio.run(issuer.aclose())
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +41,7 @@ from .._protocol import (
 from .._retry import is_transient, reached_server, retry_after, retry_delay
 from .._stores import AsyncTokenStore, TokenStore, async_store
 from .._synchronization import (
+    PerLoop,
     async_loop_alive,
     async_loop_identity,
     async_sleep_from,
@@ -68,12 +68,11 @@ class AsyncIssuer:
 
     Ownership: ``aclose`` closes the HTTP clients the issuer made; what it is given
     (``store=``, ``http=``) the caller closes (the default ``MemoryStore`` holds nothing to
-    close). Processes and event
-    loops: made before ``os.fork()``, the issuer works in the child with its own HTTP
-    connections, lock tables and failure cache; used from several event loops (one after the
-    other or at once, in several threads), it makes one HTTP client per loop, and its locks
-    are per loop. A given ``http=`` client is used as given in every event loop, and refused
-    in a forked child.
+    close). Processes and event loops: made before ``os.fork()``, the issuer works in the
+    child with its own HTTP connections, lock tables and failure cache; used from several
+    event loops (one after the other or at once, in several threads), it makes one HTTP
+    client per loop, and its locks are per loop. A given ``http=`` client is used as given
+    in every event loop, and refused in a forked child.
     """
 
     def __init__(
@@ -92,8 +91,7 @@ class AsyncIssuer:
         self.store: AsyncTokenStore = async_store(store, self.options.clock)
         self._given_http = http
         self._given_in_parent = False  # a given client, after a fork: not usable in the child
-        self._clients: dict[object, httpx.AsyncClient] = {}  # made here, per event loop
-        self._clients_guard = threading.Lock()
+        self._clients = PerLoop(self._new_client, async_loop_identity, async_loop_alive)
         self._closed = False
         self.metadata_cache = AsyncMetadataCache(
             url,
@@ -131,9 +129,7 @@ class AsyncIssuer:
 
     def _after_fork(self) -> None:
         """In a forked child: no connection, failure or lock of the parent is shared."""
-        self._clients = {}  # the parent's connections: dropped, never closed or reused here
-        self._clients_guard = threading.Lock()
-        self._failures = {}
+        self._failures = {}  # (its own clients are dropped by ``PerLoop``)
         self._given_in_parent = self._given_http is not None
 
     @property
@@ -160,16 +156,10 @@ class AsyncIssuer:
                     "(it then makes one per process)"
                 )
             return given
-        loop = async_loop_identity()
-        client = self._clients.get(loop)
-        if client is None:
-            with self._clients_guard:  # two threads' first requests make one client
-                client = self._clients.get(loop)
-                if client is None:
-                    kept = {k: c for k, c in self._clients.items() if async_loop_alive(k)}
-                    client = kept[loop] = httpx.AsyncClient(timeout=self.options.timeout)
-                    self._clients = kept
-        return client
+        return self._clients.get()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.options.timeout)
 
     def __repr__(self) -> str:
         return f"AsyncIssuer({self.url!r}, {self.client!r})"
@@ -181,12 +171,9 @@ class AsyncIssuer:
         if self._closed:
             return
         self._closed = True
-        clients, self._clients = self._clients, {}
-        current = async_loop_identity()
-        for loop, client in clients.items():
-            if loop == current:
-                await client.aclose()
-            # The clients of other event loops cannot be closed from this one: dropped.
+        mine, _ = self._clients.take()  # other loops' clients cannot be closed from here
+        if mine is not None:
+            await mine.aclose()
 
     async def __aenter__(self) -> AsyncIssuer:
         return self

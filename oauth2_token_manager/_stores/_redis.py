@@ -30,7 +30,6 @@ reads are read-only scripts. All processes sharing a prefix should use the same
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -42,7 +41,12 @@ from redis.exceptions import RedisError
 
 from .._exceptions import StoreError, TokenRevokedError
 from .._models import GroupKey, Token, is_token_hash
-from .._synchronization import sync_loop_alive, sync_loop_identity, sync_loop_is_asyncio
+from .._synchronization import (
+    PerLoop,
+    sync_loop_alive,
+    sync_loop_identity,
+    sync_loop_is_asyncio,
+)
 from . import _redis_lua as lua
 from ._base import ExpiringStore, Page, TokenQuery, alive, newest_first, page_of
 from ._crypto import EncryptingStore, make_cipher
@@ -76,24 +80,15 @@ class _PoolPerLoop(BlockingConnectionPool):
 
     def __init__(self, **kwargs: Any) -> None:
         cast(Any, super()).__init__(**kwargs)  # redis-py's sync pool is untyped
-        self._settings = kwargs
-        self._pools: dict[object, Any] = {}
-        self._pools_guard = threading.Lock()
+        make: Any = BlockingConnectionPool
+        self._pools: PerLoop[Any] = PerLoop(
+            lambda: make(**kwargs), sync_loop_identity, sync_loop_alive
+        )
 
     def _pool(self) -> Any:
-        loop = sync_loop_identity()
-        if not sync_loop_is_asyncio(loop):
+        if not sync_loop_is_asyncio(sync_loop_identity()):
             raise StoreError("RedisStore needs asyncio (redis does not run on trio)")
-        pool = self._pools.get(loop)
-        if pool is None:
-            with self._pools_guard:
-                pool = self._pools.get(loop)
-                if pool is None:
-                    kept = {k: p for k, p in self._pools.items() if sync_loop_alive(k)}
-                    make: Any = BlockingConnectionPool
-                    pool = kept[loop] = make(**self._settings)
-                    self._pools = kept
-        return pool
+        return self._pools.get()
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         return self._pool().get_connection(*args, **kwargs)
@@ -104,9 +99,9 @@ class _PoolPerLoop(BlockingConnectionPool):
     def disconnect(self, inuse_connections: bool = True) -> None:
         """Disconnect this loop's pool; those of other loops are forgotten (their
         connections cannot be closed from here)."""
-        pool = self._pool()
-        self._pools = {}
-        pool.disconnect(inuse_connections)
+        pool, _ = self._pools.take()
+        if pool is not None:
+            pool.disconnect(inuse_connections)
 
 
 _BATCH = 256  # groups per script call or MGET in ``list`` and ``expunge_expired``

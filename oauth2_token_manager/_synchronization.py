@@ -8,12 +8,20 @@ maps one onto the other; everything built on them is written once, in ``_async/`
   ``AsyncSleep`` / ``Sleep`` are their types, and ``async_sleep_from`` / ``sync_sleep_from``
   pick an issuer's sleep: the injected ``sleep`` option (tests inject a fake one) or these.
 - ``async_loop_identity`` / ``sync_loop_identity``: what async locks must not be shared across
-  (the running event loop), nothing for thread locks.
+  (the running event loop), nothing for thread locks; ``async_loop_alive`` /
+  ``sync_loop_alive``: whether what was kept for such an identity may still be used.
 - ``AsyncBackground`` / ``Background``: call a function every ``interval`` seconds while a block
   runs (lease renewal), in a task / a daemon thread.
 - ``async_shielded`` / ``sync_shielded``: run a call to its end even when the caller is
   cancelled meanwhile (storing an answer the server gave, releasing a lock); the caller's
   cancellation is raised when it is done. Plain calls in sync code.
+- ``PerLoop``: one value (an HTTP client, a connection pool) per event loop, made on first
+  use there; those of closed loops are forgotten, and a forked child starts with none.
+- ``reset_after_fork(obj)``: call ``obj._after_fork()`` in the child of every later
+  ``os.fork()`` (gunicorn ``--preload``, Celery, ``multiprocessing`` with fork) while ``obj``
+  lives, so that it drops what the child must not share with its parent (pooled connections,
+  lock tables, thread locks another thread of the parent may hold). Nothing is checked on
+  the hot path: ``os.register_at_fork`` runs the resets once, in the child, before it goes on.
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -39,12 +49,18 @@ __all__ = [
     "AsyncSleep",
     "Background",
     "Lock",
+    "PerLoop",
     "Sleep",
+    "async_loop_alive",
     "async_loop_identity",
+    "async_loop_is_asyncio",
     "async_shielded",
     "async_sleep",
     "async_sleep_from",
+    "reset_after_fork",
+    "sync_loop_alive",
     "sync_loop_identity",
+    "sync_loop_is_asyncio",
     "sync_shielded",
     "sync_sleep",
     "sync_sleep_from",
@@ -231,6 +247,28 @@ def sync_shielded(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
+def async_loop_alive(identity: object) -> bool:
+    """Whether the event loop of an ``async_loop_identity()`` may run again: an asyncio loop
+    until it is closed; a trio run cannot be asked (assumed alive)."""
+    is_closed = getattr(getattr(identity, "native_token", None), "is_closed", None)
+    return is_closed is None or not is_closed()
+
+
+def sync_loop_alive(identity: object) -> bool:
+    """The one identity of threads is always alive."""
+    return True
+
+
+def async_loop_is_asyncio(identity: object) -> bool:
+    """Whether an ``async_loop_identity()`` is an asyncio loop (not trio)."""
+    return isinstance(getattr(identity, "native_token", None), asyncio.AbstractEventLoop)
+
+
+def sync_loop_is_asyncio(identity: object) -> bool:
+    """Threads need no event loop: always ``True``, as for asyncio."""
+    return True
+
+
 class AsyncBackground:
     """Run ``await fn()`` every ``interval`` seconds while the ``async with`` block runs."""
 
@@ -290,3 +328,75 @@ class Background:
     ) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class _ForkAware(Protocol):
+    def _after_fork(self) -> None: ...
+
+
+_FORK_AWARE: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
+
+
+def reset_after_fork(obj: _ForkAware) -> None:
+    """Call ``obj._after_fork()`` in the child process after every ``os.fork()`` while ``obj``
+    is alive (it is held weakly)."""
+    _FORK_AWARE.add(obj)
+
+
+def _reset_in_child() -> None:
+    for obj in list(_FORK_AWARE):
+        try:
+            obj._after_fork()
+        except Exception:  # the child goes on; a failed reset is logged, never lost
+            logger.warning("resetting %s after fork failed", type(obj).__name__, exc_info=True)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_reset_in_child)
+
+
+class PerLoop(Generic[T]):
+    """One value per event loop, made by ``make()`` on first use in that loop.
+
+    ``identity`` and ``alive`` are ``async_loop_identity`` / ``async_loop_alive`` (or their
+    ``sync_`` twins: one value for all threads). Making a value forgets those of loops that
+    are closed (they cannot be closed from another loop: their owner drops them). A forked
+    child starts with no value: the parent's (pooled connections) are never used there.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], T],
+        identity: Callable[[], object],
+        alive: Callable[[object], bool],
+    ) -> None:
+        self._make = make
+        self._identity = identity
+        self._alive = alive
+        self._values: dict[object, T] = {}
+        self._guard = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._values = {}  # the parent's: dropped, never closed or used here
+        self._guard = threading.Lock()
+
+    def get(self) -> T:
+        """The value of the running event loop (made now if it has none)."""
+        loop = self._identity()
+        value = self._values.get(loop)
+        if value is None:
+            with self._guard:  # two threads' first calls make one value
+                value = self._values.get(loop)
+                if value is None:
+                    kept = {k: v for k, v in self._values.items() if self._alive(k)}
+                    value = kept[loop] = self._make()
+                    self._values = kept
+        return value
+
+    def take(self) -> tuple[T | None, int]:
+        """Forget every value: the running loop's is returned (to be closed), with how many
+        values of other loops were dropped."""
+        values, self._values = self._values, {}
+        mine = values.pop(self._identity(), None)
+        return mine, len(values)

@@ -22,6 +22,7 @@ from .._config import issuer_options
 from .._deadline import time_left
 from .._events import EventKind, TokenEvent, emit
 from .._exceptions import (
+    ConfigurationError,
     DeadlineExceededError,
     OAuth2TokenManagerError,
     ResponseError,
@@ -45,7 +46,14 @@ from .._protocol import (
 )
 from .._retry import is_transient, persist_delay, reached_server, retry_after, retry_delay
 from .._stores import AsyncTokenStore, TokenStore, async_store
-from .._synchronization import async_shielded, async_sleep_from
+from .._synchronization import (
+    PerLoop,
+    async_loop_alive,
+    async_loop_identity,
+    async_shielded,
+    async_sleep_from,
+    reset_after_fork,
+)
 from ._discovery import AsyncMetadataCache
 from ._http import read_bounded
 from ._id_tokens import AsyncIDTokens, AsyncJWTValidator
@@ -62,8 +70,16 @@ _FAILURES_MAX = 10_000
 class AsyncIssuer:
     """One authorization server and this client's configuration, shared by its managers.
 
-    Holds the store, the HTTP client (created and owned when not given), the metadata cache
-    and the single-flight locks. Options are keyword arguments (see ``IssuerOptions``).
+    Holds the store, the HTTP client, the metadata cache and the single-flight locks. Options
+    are keyword arguments (see ``IssuerOptions``).
+
+    Ownership: ``aclose`` closes the HTTP clients the issuer made; what it is given
+    (``store=``, ``http=``) the caller closes (the default ``MemoryStore`` holds nothing to
+    close). Processes and event loops: made before ``os.fork()``, the issuer works in the
+    child with its own HTTP connections, lock tables and failure cache; used from several
+    event loops (one after the other or at once, in several threads), it makes one HTTP
+    client per loop, and its locks are per loop. A given ``http=`` client is used as given
+    in every event loop, and refused in a forked child.
     """
 
     def __init__(
@@ -80,11 +96,13 @@ class AsyncIssuer:
         self.options = issuer_options(url, client, store, options)
         self._sleep = async_sleep_from(self.options.sleep)
         self.store: AsyncTokenStore = async_store(store, self.options.clock)
-        self._owns_http = http is None
-        self.http = http or httpx.AsyncClient(timeout=self.options.timeout)
+        self._given_http = http
+        self._given_in_parent = False  # a given client, after a fork: not usable in the child
+        self._clients = PerLoop(self._new_client, async_loop_identity, async_loop_alive)
+        self._closed = False
         self.metadata_cache = AsyncMetadataCache(
             url,
-            self.http,
+            self._http,
             clock=self.options.clock,
             overrides=self.options.metadata,
             discovery=self.options.discovery,
@@ -97,7 +115,7 @@ class AsyncIssuer:
         # per refresh group; the next refresh of the group writes it first (the manager's).
         self.unsaved_rotations: dict[GroupKey, tuple[str, Token]] = {}
         self.jwks = AsyncJWKSCache(
-            self.http,
+            self._http,
             self.metadata_cache,
             clock=self.options.clock,
             max_body=self.options.max_response_bytes,
@@ -117,14 +135,56 @@ class AsyncIssuer:
             clock=self.options.clock,
             retention=self.options.claims_retention,
         )
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: no connection, failure or lock of the parent is shared."""
+        self._failures = {}  # (its own clients are dropped by ``PerLoop``)
+        self.unsaved_rotations = {}  # the parent writes its own (one writer per rotation)
+        self._given_in_parent = self._given_http is not None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client of this process and event loop (see ``_http``)."""
+        return self._http()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client every request of this issuer goes through.
+
+        A client given as ``http=`` is used as given, in every event loop (it must work
+        there), but never in a forked child: its pooled connections are the parent's, and
+        answers would cross (``ConfigurationError``). Otherwise the issuer makes one client
+        per process and event loop, and forgets those of closed event loops.
+        """
+        if self._closed:
+            raise ConfigurationError("the issuer is closed")
+        given = self._given_http
+        if given is not None:
+            if self._given_in_parent:
+                raise ConfigurationError(
+                    "the issuer's http client was made before os.fork() and is shared with the "
+                    "parent process: make the issuer in the child, or give it no http client "
+                    "(it then makes one per process)"
+                )
+            return given
+        return self._clients.get()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.options.timeout)
 
     def __repr__(self) -> str:
         return f"AsyncIssuer({self.url!r}, {self.client!r})"
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this issuer created it."""
-        if self._owns_http:
-            await self.http.aclose()
+        """Close the HTTP clients this issuer made (that of this event loop; those of other
+        loops are dropped). A given ``http=`` client or ``store=`` stays open: it is the
+        caller's. The issuer sends nothing afterwards (``ConfigurationError``)."""
+        if self._closed:
+            return
+        self._closed = True
+        mine, _ = self._clients.take()  # other loops' clients cannot be closed from here
+        if mine is not None:
+            await mine.aclose()
 
     async def __aenter__(self) -> AsyncIssuer:
         return self
@@ -160,7 +220,7 @@ class AsyncIssuer:
             issuer=self.url,
             now=self.options.clock(),
         )
-        return await read_bounded(self.http, request, self.options.max_response_bytes)
+        return await read_bounded(self._http(), request, self.options.max_response_bytes)
 
     async def token_request(
         self, form: dict[str, str], requested: frozenset[str] | None

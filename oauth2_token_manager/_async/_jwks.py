@@ -18,9 +18,9 @@ from .._exceptions import MetadataError, OAuth2TokenManagerError
 from .._jose import UnknownKeyError, key_set, verify
 from .._json import JSONDocumentError, describe, loads_object
 from .._protocol import error_from_response
-from .._synchronization import AsyncLock
 from ._discovery import AsyncMetadataCache
 from ._http import read_bounded
+from ._locks import AsyncKeyedLocks
 
 __all__ = ["AsyncJWKSCache"]
 
@@ -28,18 +28,19 @@ MAX_AGE = 3600.0
 
 
 class AsyncJWKSCache:
-    """The issuer's signing keys, cached; ``verify`` handles key rotation."""
+    """The issuer's signing keys, cached; ``verify`` handles key rotation. ``http`` is a
+    client or a function giving the client to use now; the lock is per event loop."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         metadata: AsyncMetadataCache,
         *,
         clock: Callable[[], float],
         max_body: int,
         min_refetch_interval: float,
     ) -> None:
-        self._http = http
+        self._http: Callable[[], httpx.AsyncClient] = http if callable(http) else lambda: http
         self._metadata = metadata
         self._clock = clock
         self._max_body = max_body
@@ -47,7 +48,7 @@ class AsyncJWKSCache:
         self._keys: KeySet | None = None
         self._fetched_at = float("-inf")
         self._refetched_at = float("-inf")
-        self._lock = AsyncLock()
+        self._lock: AsyncKeyedLocks[str] = AsyncKeyedLocks()  # one lock per event loop
         self.fetches = 0
         """How many times the JWK Set was fetched (for tests and metrics)."""
 
@@ -60,7 +61,7 @@ class AsyncJWKSCache:
         now = self._clock()
         if self._keys is not None and not refetch and now - self._fetched_at < MAX_AGE:
             return self._keys
-        async with self._lock:
+        async with self._lock.hold("jwks"):
             now = self._clock()
             if self._keys is not None:
                 if not refetch and now - self._fetched_at < MAX_AGE:
@@ -71,7 +72,7 @@ class AsyncJWKSCache:
                     self._refetched_at = now
             url = metadata.endpoint("jwks_uri")
             request = httpx.Request("GET", url, headers={"Accept": "application/json"})
-            raw = await read_bounded(self._http, request, self._max_body)
+            raw = await read_bounded(self._http(), request, self._max_body)
             if raw.status_code != 200:
                 raise error_from_response(raw)
             try:

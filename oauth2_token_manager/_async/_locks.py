@@ -5,7 +5,9 @@ takes the lock only if it is free (refresh-ahead: a caller that finds a refresh 
 on with the still-valid token). The table is guarded by a thread lock held only around
 dictionary updates (never across an ``await``), so the same code is right for threads and for
 tasks. Async locks are kept per event loop (``async_loop_identity``): a lock never crosses
-loops. A caller cancelled while waiting leaves the table as if it had never come.
+loops. A caller cancelled while waiting leaves the table as if it had never come. A child
+process starts with an empty table and a new guard (``reset_after_fork``): the parent's holders
+are not there to release their locks.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .._synchronization import (
     async_loop_identity,
     async_shielded,
     async_sleep,
+    reset_after_fork,
 )
 
 __all__ = ["AsyncKeyedLocks", "AsyncStoreLock"]
@@ -50,6 +53,13 @@ class AsyncKeyedLocks(Generic[K]):
 
     def __init__(self) -> None:
         self._entries: dict[tuple[object, K], _Entry] = {}
+        self._guard = threading.Lock()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's holders and waiters (none of them runs
+        here), and its guard (another thread of the parent may have held it)."""
+        self._entries = {}
         self._guard = threading.Lock()
 
     def hold(self, key: K) -> _AsyncHeld[K]:

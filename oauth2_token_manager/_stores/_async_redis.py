@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool as AsyncBlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
@@ -43,6 +43,12 @@ from redis.exceptions import RedisError
 from .._arguments import finite
 from .._exceptions import CorruptEntryError, StoreError, TokenRevokedError
 from .._models import GroupKey, Token, is_token_hash
+from .._synchronization import (
+    PerLoop,
+    async_loop_alive,
+    async_loop_identity,
+    async_loop_is_asyncio,
+)
 from . import _redis_lua as lua
 from ._base import (
     ExpiringStore,
@@ -71,6 +77,42 @@ from ._redis_codec import (
 )
 
 __all__ = ["AsyncRedisStore"]
+
+
+class _AsyncPoolPerLoop(AsyncBlockingConnectionPool):
+    """The pool of a store made from a ``url``: one blocking pool per event loop.
+
+    redis-py's asyncio connections belong to the event loop that opened them; with one pool
+    per loop, one store serves loops one after the other (``asyncio.run`` twice) or at once
+    (threads). The pools of closed loops are forgotten. The sync twin has one pool (threads
+    share it).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        cast(Any, super()).__init__(**kwargs)  # redis-py's sync pool is untyped
+        make: Any = AsyncBlockingConnectionPool
+        self._pools: PerLoop[Any] = PerLoop(
+            lambda: make(**kwargs), async_loop_identity, async_loop_alive
+        )
+
+    def _pool(self) -> Any:
+        if not async_loop_is_asyncio(async_loop_identity()):
+            raise StoreError("AsyncRedisStore needs asyncio (redis.asyncio does not run on trio)")
+        return self._pools.get()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._pool().get_connection(*args, **kwargs)
+
+    async def release(self, connection: Any) -> None:
+        await self._pool().release(connection)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        """Disconnect this loop's pool; those of other loops are forgotten (their
+        connections cannot be closed from here)."""
+        pool, _ = self._pools.take()
+        if pool is not None:
+            await pool.disconnect(inuse_connections)
+
 
 _BATCH = 256  # groups per script call or MGET in ``list`` and ``expunge_expired``
 _ROTATE_BATCH = 64  # exact entries per MGET and script call in ``rotate_encryption``
@@ -120,7 +162,7 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
             assert url is not None
             # A blocking pool: many concurrent callers wait for a connection instead of
             # failing with "too many connections".
-            pool = AsyncBlockingConnectionPool.from_url(
+            pool = _AsyncPoolPerLoop.from_url(
                 url, max_connections=max_connections, timeout=pool_timeout
             )
             client = AsyncRedis(connection_pool=pool)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -25,6 +27,9 @@ from ._base import TokenQuery, alive
 from ._kv import KVStore
 
 __all__ = ["MemoryStore"]
+
+_FORK_SAFE: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+"""Every live ``MemoryStore``: a fork takes their locks first (``_before_fork``)."""
 
 # An exact entry as stored: (tokens newest first, earliest deadline, latest deadline); a token
 # with unknown expiry counts as deadline +inf.
@@ -68,7 +73,9 @@ class MemoryStore(KVStore):
     ``maxsize`` bounds the number of (group, scope) entries (the least recently used go
     first); ``retain_expired`` keeps expired tokens that many seconds after ``expires_at``;
     ``clock`` is the wall clock (epoch seconds) used for expiry. Thread-safe: one ``RLock``
-    guards everything (TLRU reads reorder the cache, so reads take it too).
+    guards everything (TLRU reads reorder the cache, so reads take it too). Fork-safe: a fork
+    waits for the lock (it is held for microseconds, never across I/O), so the child gets a
+    consistent copy and a free lock of its own.
     """
 
     def __init__(
@@ -82,6 +89,7 @@ class MemoryStore(KVStore):
         super().__init__(retain_expired, clock)
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting
+        _FORK_SAFE.add(self)
         self._dropped: list[tuple[_XKey, _Entry]] = []
         self._cache = _TokenCache(maxsize, clock, self._on_drop)
         self._refs: dict[tuple[str, str], _XKey] = {}
@@ -245,3 +253,34 @@ class MemoryStore(KVStore):
             while self._dropped:
                 key, entry = self._dropped.pop()
                 self._reconcile(key, entry[0])
+
+
+_FORKING: list[MemoryStore] = []
+
+
+def _before_fork() -> None:
+    """Take every store's lock, so that no other thread is inside one when the process forks."""
+    stores = list(_FORK_SAFE)
+    for store in stores:
+        store._lock.acquire()
+    _FORKING[:] = stores
+
+
+def _after_fork_in_parent() -> None:
+    for store in _FORKING:
+        store._lock.release()
+    _FORKING.clear()
+
+
+def _after_fork_in_child() -> None:
+    for store in _FORKING:
+        store._lock = threading.RLock()  # the parent's copy is held by the forking thread
+    _FORKING.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from redis import BlockingConnectionPool, Redis
 from redis.commands.core import Script
@@ -43,6 +43,12 @@ from redis.exceptions import RedisError
 from .._arguments import finite
 from .._exceptions import CorruptEntryError, StoreError, TokenRevokedError
 from .._models import GroupKey, Token, is_token_hash
+from .._synchronization import (
+    PerLoop,
+    sync_loop_alive,
+    sync_loop_identity,
+    sync_loop_is_asyncio,
+)
 from . import _redis_lua as lua
 from ._base import (
     ExpiringStore,
@@ -71,6 +77,42 @@ from ._redis_codec import (
 )
 
 __all__ = ["RedisStore"]
+
+
+class _PoolPerLoop(BlockingConnectionPool):
+    """The pool of a store made from a ``url``: one blocking pool per event loop.
+
+    redis-py's asyncio connections belong to the event loop that opened them; with one pool
+    per loop, one store serves loops one after the other (``asyncio.run`` twice) or at once
+    (threads). The pools of closed loops are forgotten. The sync twin has one pool (threads
+    share it).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        cast(Any, super()).__init__(**kwargs)  # redis-py's sync pool is untyped
+        make: Any = BlockingConnectionPool
+        self._pools: PerLoop[Any] = PerLoop(
+            lambda: make(**kwargs), sync_loop_identity, sync_loop_alive
+        )
+
+    def _pool(self) -> Any:
+        if not sync_loop_is_asyncio(sync_loop_identity()):
+            raise StoreError("RedisStore needs asyncio (redis does not run on trio)")
+        return self._pools.get()
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        return self._pool().get_connection(*args, **kwargs)
+
+    def release(self, connection: Any) -> None:
+        self._pool().release(connection)
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        """Disconnect this loop's pool; those of other loops are forgotten (their
+        connections cannot be closed from here)."""
+        pool, _ = self._pools.take()
+        if pool is not None:
+            pool.disconnect(inuse_connections)
+
 
 _BATCH = 256  # groups per script call or MGET in ``list`` and ``expunge_expired``
 _ROTATE_BATCH = 64  # exact entries per MGET and script call in ``rotate_encryption``
@@ -120,9 +162,7 @@ class RedisStore(ExpiringStore, EncryptingStore):
             assert url is not None
             # A blocking pool: many concurrent callers wait for a connection instead of
             # failing with "too many connections".
-            pool = BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=pool_timeout
-            )
+            pool = _PoolPerLoop.from_url(url, max_connections=max_connections, timeout=pool_timeout)
             client = Redis(connection_pool=pool)
         self._client = client
         self._prefix = prefix

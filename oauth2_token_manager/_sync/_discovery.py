@@ -27,8 +27,8 @@ from .._metadata import (
     parse_metadata,
     well_known_urls,
 )
-from .._synchronization import Lock
 from ._http import read_bounded
+from ._locks import KeyedLocks
 
 __all__ = ["MetadataCache"]
 
@@ -41,13 +41,15 @@ class MetadataCache:
     seconds of a failed fetch. A failed refresh keeps the last good document in use; with none,
     ``get()`` raises the error of the last attempt. With ``discovery=False`` nothing is
     fetched: the metadata is ``issuer`` plus ``overrides``. Configuration errors (an insecure
-    issuer or override URL) are raised by the constructor.
+    issuer or override URL) are raised by the constructor. ``http`` is a client or a function
+    giving the client to use now (an issuer's, per process and event loop); the lock is per
+    event loop.
     """
 
     def __init__(
         self,
         issuer: str,
-        http: httpx.Client,
+        http: httpx.Client | Callable[[], httpx.Client],
         *,
         clock: Callable[[], float],
         overrides: Mapping[str, str] | None = None,
@@ -61,7 +63,7 @@ class MetadataCache:
         self._overrides: Mapping[str, str] = types.MappingProxyType(dict(overrides or {}))
         check_overrides(self._overrides, allow_insecure_loopback=allow_insecure_loopback)
         self._issuer = issuer
-        self._http = http
+        self._http: Callable[[], httpx.Client] = http if callable(http) else lambda: http
         self._clock = clock
         self._allow_insecure_loopback = allow_insecure_loopback
         self._max_body = max_body
@@ -72,7 +74,7 @@ class MetadataCache:
                 issuer, self._overrides, allow_insecure_loopback=allow_insecure_loopback
             )
         self._state = MetadataCacheState(max_age=max_age, retry_after_failure=retry_after_failure)
-        self._lock = Lock()
+        self._lock: KeyedLocks[str] = KeyedLocks()  # one lock per event loop
 
     @property
     def issuer(self) -> str:
@@ -89,7 +91,7 @@ class MetadataCache:
         if self._static is not None:
             return self._static
         if self._state.needs_fetch(self._clock()):
-            with self._lock:
+            with self._lock.hold("metadata"):
                 if self._state.needs_fetch(self._clock()):  # not done while we waited
                     try:
                         document = self._fetch()
@@ -108,9 +110,10 @@ class MetadataCache:
     def _fetch(self) -> ServerMetadata:
         """Try the well-known URLs in order; the first acceptable document wins."""
         tried: list[str] = []
+        http = self._http()
         for url in self._urls:
-            request = self._http.build_request("GET", url, headers={"Accept": "application/json"})
-            response = read_bounded(self._http, request, self._max_body)
+            request = http.build_request("GET", url, headers={"Accept": "application/json"})
+            response = read_bounded(http, request, self._max_body)
             try:
                 return parse_metadata(
                     response.content,

@@ -20,6 +20,7 @@ from oauth2_token_manager import (
     AsyncIssuer,
     AsyncRefreshTokenManager,
     ClientConfig,
+    ConfigurationError,
     HTTPStatusError,
     InvalidResponseError,
     InvalidScope,
@@ -293,7 +294,8 @@ async def test_managers_close_the_client_their_issuer_created() -> None:
     )
     async with AsyncAccessTokenManager(issuer) as manager:
         assert "very-secret" not in repr(manager)
-    assert issuer.http.is_closed
+        made = issuer.http
+    assert made.is_closed
     async with (
         AsyncIssuer(
             ISSUER,
@@ -303,8 +305,10 @@ async def test_managers_close_the_client_their_issuer_created() -> None:
         ) as other,
         AsyncRefreshTokenManager(other),
     ):
-        pass
-    assert other.http.is_closed
+        made = other.http
+    assert made.is_closed
+    with pytest.raises(ConfigurationError, match="closed"):
+        await AsyncAccessTokenManager(other).get()
 
 
 async def test_granted_scopes_other_than_requested_are_cached_under_the_request() -> None:

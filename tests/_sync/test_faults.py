@@ -19,6 +19,7 @@ from conftest import FakeClock
 from oauth2_token_manager import (
     AccessTokenManager,
     ClientConfig,
+    ConfigurationError,
     HTTPStatusError,
     InvalidResponseError,
     InvalidScope,
@@ -294,7 +295,8 @@ def test_managers_close_the_client_their_issuer_created() -> None:
     )
     with AccessTokenManager(issuer) as manager:
         assert "very-secret" not in repr(manager)
-    assert issuer.http.is_closed
+        made = issuer.http
+    assert made.is_closed
     with (
         Issuer(
             ISSUER,
@@ -304,8 +306,10 @@ def test_managers_close_the_client_their_issuer_created() -> None:
         ) as other,
         RefreshTokenManager(other),
     ):
-        pass
-    assert other.http.is_closed
+        made = other.http
+    assert made.is_closed
+    with pytest.raises(ConfigurationError, match="closed"):
+        AccessTokenManager(other).get()
 
 
 def test_granted_scopes_other_than_requested_are_cached_under_the_request() -> None:

@@ -143,13 +143,10 @@ def _scopes(scopes: Iterable[str] | None) -> frozenset[str] | None:
 
 
 def check_lookup(subject: object, resource: object, match: object) -> None:
-    """The arguments of an access token ``get`` but its scopes (``normalize`` checks them)."""
-    if (
-        (subject is None or (type(subject) is str and subject))
-        and resource is None
-        and match is None
-    ):
-        return  # the hot path: a cached token for a subject or the client
+    """The arguments of an access token ``get`` but its scopes (``normalize`` checks them).
+
+    ``get`` calls it when ``match`` is given and for a (subject, resource) it has not cached
+    yet, so that a cached lookup pays nothing for it."""
     check_subject(subject)
     check_text("resource", resource)
     if match not in _MATCHES:

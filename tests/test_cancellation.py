@@ -132,6 +132,7 @@ class Sweep:
     points: int = 0
     grants_lost: int = 0
     locks_held: int = 0
+    unreached: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -238,7 +239,16 @@ async def sweep(server: AuthServer, make_store: Callable[[FakeClock], Any], nati
     print("\npoints:", counted.points)
     result = Sweep(points=len(counted.points))
     for at in range(1, len(counted.points) + 1):
-        canceller, problem, lock_held = await cancelled_get(server, make_store, at, native)
+        for _ in range(3):
+            canceller, problem, lock_held = await cancelled_get(server, make_store, at, native)
+            if problem != f"point {at} was not cancelled":
+                break
+        else:
+            # The refreshed ID token replaces the stored one (one more store call) only when
+            # it differs, i.e. when the refresh falls in another second than the login: a
+            # point of the counted run that three runs did not reach is timing, not a bug.
+            result.unreached += 1
+            continue
         where = canceller.points[at - 1] if len(canceller.points) >= at else "?"
         if problem is not None:
             result.grants_lost += "InvalidGrant" in problem or "no usable" in problem
@@ -253,9 +263,11 @@ def check(result: Sweep, kind: str, backend: str) -> None:
     """Report the counts; every point must be clean."""
     print(
         f"\ncancellation sweep {kind}/{backend}: {result.points} points, "
-        f"{result.grants_lost} grants lost, {result.locks_held} locks left held"
+        f"{result.grants_lost} grants lost, {result.locks_held} locks left held, "
+        f"{result.unreached} not reached"
     )
     assert result.points >= 20  # discovery, JWKS, token, locks, reads and writes
+    assert result.unreached <= 2, "more points than the ID token's replacement came and went"
     assert result.failures == []
 
 

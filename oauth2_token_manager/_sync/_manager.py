@@ -560,7 +560,6 @@ class AccessTokenManager(_TokenManager):
         retries, locks) ends after ``timeout`` seconds (default: the ``deadline`` option)
         with ``DeadlineExceededError``; a token found in the store is returned at once.
         """
-        check_lookup(subject, resource, match)
         iss = self.issuer
         options = iss.options
         if scopes is None:
@@ -568,9 +567,17 @@ class AccessTokenManager(_TokenManager):
             scope_key: str | None = None
         else:
             want, scope_key = normalize(scopes)
-        match = match or options.scope_match
-        group = self._groups.get((subject, resource))
+        if match is None:
+            match = options.scope_match
+        else:
+            check_lookup(subject, resource, match)
+        try:
+            group = self._groups.get((subject, resource))
+        except TypeError:  # unhashable: a bad argument, which check_lookup names
+            group = None
         if group is None:
+            # Only arguments checked here are ever cached: a hit was checked before.
+            check_lookup(subject, resource, match)
             group = self._group(subject, resource)
             if len(self._groups) >= _GROUP_CACHE_MAX:
                 self._groups.clear()

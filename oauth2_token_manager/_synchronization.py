@@ -247,10 +247,16 @@ def sync_shielded(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
+def _native(identity: object) -> object:
+    """The event loop behind an ``async_loop_identity()``: anyio >= 4.2 wraps it in a token
+    (``native_token``), anyio 4.0 and 4.1 return the loop itself (asyncio) or trio's token."""
+    return getattr(identity, "native_token", identity)
+
+
 def async_loop_alive(identity: object) -> bool:
     """Whether the event loop of an ``async_loop_identity()`` may run again: an asyncio loop
     until it is closed; a trio run cannot be asked (assumed alive)."""
-    is_closed = getattr(getattr(identity, "native_token", None), "is_closed", None)
+    is_closed = getattr(_native(identity), "is_closed", None)
     return is_closed is None or not is_closed()
 
 
@@ -261,7 +267,7 @@ def sync_loop_alive(identity: object) -> bool:
 
 def async_loop_is_asyncio(identity: object) -> bool:
     """Whether an ``async_loop_identity()`` is an asyncio loop (not trio)."""
-    return isinstance(getattr(identity, "native_token", None), asyncio.AbstractEventLoop)
+    return isinstance(_native(identity), asyncio.AbstractEventLoop)
 
 
 def sync_loop_is_asyncio(identity: object) -> bool:

@@ -9,7 +9,6 @@ with its mechanism switched off (``_mechanisms``), where the failure must show.
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,7 +19,6 @@ import httpx
 import pytest
 from _clock import FakeClock
 from _mechanisms import without_keyed_locks, without_waiter_cleanup
-from packaging.version import Version
 
 from oauth2_token_manager import (
     AccessTokenManager,
@@ -31,7 +29,6 @@ from oauth2_token_manager import (
 )
 from oauth2_token_manager._async import _locks as async_locks
 
-ANYIO_VERSION = Version(importlib.metadata.version("anyio"))
 ISSUER = "https://as.example"
 
 
@@ -251,11 +248,6 @@ def test_one_manager_serves_two_event_loops(
     loops (the loop identity left out of the key), the callers of the trio loop fail on the
     asyncio loop's lock, or the other way round (two asyncio loops would hang instead)."""
     if not mechanism:
-        if Version("4.5") > ANYIO_VERSION:
-            pytest.skip(
-                "before anyio 4.5 a lock used from another event loop hangs that loop instead "
-                "of raising: the failure cannot be seen without waiting on a timeout"
-            )
         monkeypatch.setattr(async_locks, "async_loop_identity", lambda: None)
     gate = threading.Event()
     server = Server(gate)  # a blocking handler: the holder's loop stops until the gate opens

@@ -110,7 +110,11 @@ class _PoolPerLoop(BlockingConnectionPool):
         """Disconnect this loop's pool; those of other loops are forgotten (their
         connections cannot be closed from here)."""
         pool, _ = self._pools.take()
-        if pool is not None:
+        if pool is None:
+            return
+        if inuse_connections:  # redis-py < 6's sync BlockingConnectionPool takes no argument
+            pool.disconnect()
+        else:
             pool.disconnect(inuse_connections)
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ._arguments import finite
 from ._exceptions import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -53,14 +53,10 @@ _CURRENT: ContextVar[_Deadline | None] = ContextVar("oauth2_token_manager_deadli
 
 def valid_timeout(timeout: object, name: str = "timeout") -> float:
     """``timeout`` as a float if it is a finite number > 0, else ``InvalidArgumentError``."""
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
+    seconds = finite(name, timeout)
+    if seconds <= 0:
         raise InvalidArgumentError(f"{name} must be a finite number of seconds > 0")
-    return float(timeout)
+    return seconds
 
 
 def time_left() -> float | None:

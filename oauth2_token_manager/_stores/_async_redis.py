@@ -41,7 +41,13 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from .._arguments import finite
-from .._exceptions import CorruptEntryError, StoreError, TokenRevokedError
+from .._exceptions import (
+    ConfigurationError,
+    CorruptEntryError,
+    InvalidArgumentError,
+    StoreError,
+    TokenRevokedError,
+)
 from .._models import GroupKey, Token, is_token_hash
 from .._synchronization import (
     PerLoop,
@@ -155,7 +161,7 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
         encryption_keys: Sequence[str | bytes] | None = None,
     ) -> None:
         if (client is None) == (url is None):
-            raise ValueError("give either a Redis client or a url")
+            raise ConfigurationError("give either a Redis client or a url")
         super().__init__(retain_expired, clock)
         if not isinstance(prefix, str):
             raise TypeError("prefix must be a str")
@@ -348,11 +354,14 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
     async def revoke(self, token_hash: str, until: float) -> None:
         """Remove the token and keep its hash on the revocation list until ``until``.
 
-        ``ValueError`` unless ``token_hash`` is a SHA-256 hex digest: the hash becomes part of a
-        key, and a token value passed by mistake must never be written into one.
+        ``InvalidArgumentError`` unless ``token_hash`` is a SHA-256 hex digest: the hash
+        becomes part of a key, and a token value passed by mistake must never be written into
+        one.
         """
         if not is_token_hash(token_hash):
-            raise ValueError("revoke() takes a token_hash (SHA-256 hex), not a token value")
+            raise InvalidArgumentError(
+                "revoke() takes a token_hash (SHA-256 hex), not a token value"
+            )
         await self._write(self._revoke_script, token_hash, script_number(until))
 
     async def is_revoked(self, token_hash: str) -> bool:
@@ -475,11 +484,11 @@ class AsyncRedisStore(ExpiringStore, EncryptingStore):
         to run again after a failure. ``StoreError`` for a token no key of this store decrypts,
         or an unencrypted one unless ``encrypt_plaintext`` (the migration of a prefix written
         without encryption). Old values may survive in Redis persistence files (RDB, AOF)
-        until they are rewritten. ``ValueError`` if the store has no ``encryption_keys``.
+        until they are rewritten. ``ConfigurationError`` if the store has no ``encryption_keys``.
         """
         cipher = self._cipher
         if cipher is None:
-            raise ValueError("rotate_encryption() needs a store with encryption_keys")
+            raise ConfigurationError("rotate_encryption() needs a store with encryption_keys")
         try:
             gids = await self._client.zrange(self._groups_key, 0, -1)
         except RedisError as exc:

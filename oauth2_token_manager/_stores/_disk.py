@@ -272,11 +272,11 @@ class DiskStore(KVStore, EncryptingStore):
         ``StoreError`` for an entry no key of this store decrypts, or an unencrypted one unless
         ``encrypt_plaintext`` (the migration of a store written without encryption). Old
         ciphertexts may linger in free pages of the SQLite file until it is vacuumed.
-        ``ValueError`` if the store has no ``encryption_keys``.
+        ``ConfigurationError`` if the store has no ``encryption_keys``.
         """
         cipher = self._cipher
         if cipher is None:
-            raise ValueError("rotate_encryption() needs a store with encryption_keys")
+            raise ConfigurationError("rotate_encryption() needs a store with encryption_keys")
         keys = list(self._exact_keys())
         rotated = 0
         for start in range(0, len(keys), _ROTATE_BATCH):

@@ -38,7 +38,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from .._arguments import finite, is_finite_number
-from .._exceptions import CorruptEntryError, TokenRevokedError
+from .._exceptions import CorruptEntryError, InvalidArgumentError, TokenRevokedError
 from .._models import GroupKey, Token, hash_prefix, is_token_hash
 from ._base import (
     ExpiringStore,
@@ -344,11 +344,14 @@ class KVStore(ExpiringStore, abc.ABC):
     def revoke(self, token_hash: str, until: float) -> None:
         """Remove the token and keep its hash on the revocation list until ``until``.
 
-        ``ValueError`` unless ``token_hash`` is a SHA-256 hex digest: the hash becomes part of a
-        key, and a token value passed by mistake must never be written into one.
+        ``InvalidArgumentError`` unless ``token_hash`` is a SHA-256 hex digest: the hash
+        becomes part of a key, and a token value passed by mistake must never be written into
+        one.
         """
         if not is_token_hash(token_hash):
-            raise ValueError("revoke() takes a token_hash (SHA-256 hex), not a token value")
+            raise InvalidArgumentError(
+                "revoke() takes a token_hash (SHA-256 hex), not a token value"
+            )
         until = finite("until", until)
         with self._transaction():
             now = self._now()
